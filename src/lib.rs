@@ -1,0 +1,38 @@
+//! serverfirst: a Kubernetes mutating admission webhook that keeps server-first protocols
+//! (SMTP, FTP, POP3, IMAP, ...) working inside a service mesh.
+//!
+//! A sidecar that sniffs the client's first bytes never sees any on a server-first port, so the
+//! server's banner never reaches the client. serverfirst finds those ports in each Pod as it is
+//! created and excludes them from sidecar capture, merged with what the Pod already says.
+//!
+//! # Layout
+//! - [`catalog`]: the built-in list of server-first protocols, their ports and port names.
+//! - [`config`]: validated configuration (catalog overrides, mode, mesh defaults).
+//! - [`pod`]: the small view of a Pod that every decision is made from.
+//! - [`detect`]: Pod view → server-first ports found (pure).
+//! - [`mesh`]: per-mesh planning of the annotation and argument changes (pure).
+//! - [`patch`]: plan → RFC 6902 JSON Patch, verified by applying it (pure).
+//! - [`admission`]: AdmissionReview v1 in, AdmissionReview v1 out; no HTTP types.
+//! - [`server`]: the HTTPS webhook and the plain-HTTP health/metrics listener.
+//! - [`tls`]: serving certificate loading and hot reload.
+//! - [`metrics`]: the Prometheus metrics.
+//! - [`certs`]: a private CA and serving certificate for the webhook Service.
+//! - [`smtp`]: the reference SMTP server used by end-to-end tests and smoke tests.
+//! - [`probe`]: time-to-banner diagnosis of a `host:port`.
+//! - [`cli`]: the command line; the binary only dispatches to it.
+
+pub mod admission;
+pub mod catalog;
+pub mod certs;
+pub mod cli;
+pub mod config;
+pub mod detect;
+pub mod mesh;
+pub mod metrics;
+pub mod patch;
+pub mod pod;
+pub mod ports;
+pub mod probe;
+pub mod server;
+pub mod smtp;
+pub mod tls;

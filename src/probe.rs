@@ -1,0 +1,1 @@
+//! Time-to-banner diagnosis of a `host:port`.
