@@ -41,7 +41,9 @@ pub fn generate(names: &[String], days: u32) -> Result<CertBundle, rcgen::Error>
 
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.distinguished_name.push(DnType::CommonName, "serverfirst webhook CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "serverfirst webhook CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca_params.not_before = not_before;
     ca_params.not_after = not_after;
@@ -49,7 +51,9 @@ pub fn generate(names: &[String], days: u32) -> Result<CertBundle, rcgen::Error>
 
     let mut leaf_params = CertificateParams::new(names.to_vec())?;
     let common_name = names.first().map_or("serverfirst", String::as_str);
-    leaf_params.distinguished_name.push(DnType::CommonName, common_name);
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
     leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf_params.not_before = not_before;

@@ -1,1 +1,332 @@
-//! TODO
+//! Pod view → the server-first ports it exposes (pure).
+
+use crate::catalog::{Catalog, strip_name_prefix};
+use crate::pod::{ContainerView, PodView};
+use crate::ports::{PortSet, parse_nonzero_port_list};
+
+/// Label or annotation: `"true"` leaves the pod alone.
+pub const SKIP_KEY: &str = "serverfirst.dev/skip";
+/// Annotation: more ports to treat as server-first, e.g. `"2525,10025"`.
+pub const EXTRA_PORTS_KEY: &str = "serverfirst.dev/extra-ports";
+
+/// Port-name prefixes of FTP passive data ports (counted only next to an FTP control port).
+const FTP_PASSIVE_PREFIXES: &[&str] = &["pasv", "ftp-data"];
+
+/// Why a port was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The container port's number is a catalog port.
+    Number,
+    /// The container port's name stands for a catalog protocol.
+    Name(String),
+    /// A named FTP passive data port beside an FTP control port.
+    FtpPassive(String),
+    /// The pod's `serverfirst.dev/extra-ports` annotation.
+    ExtraPorts,
+}
+
+/// One server-first port found in the pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub port: u16,
+    /// Catalog protocol name, `ftp-passive`, or `extra`.
+    pub protocol: String,
+    /// The container that declares it; empty for the pod annotation.
+    pub container: String,
+    pub source: Source,
+}
+
+/// What detection found, with notes for the operator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Detection {
+    pub findings: Vec<Finding>,
+    pub warnings: Vec<String>,
+}
+
+impl Detection {
+    /// The distinct ports found, ascending.
+    pub fn ports(&self) -> PortSet {
+        self.findings.iter().map(|f| f.port).collect()
+    }
+}
+
+/// Why a pod is left alone before detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// `serverfirst.dev/skip: "true"` as label or annotation.
+    OptedOut,
+    /// Host-network pods share the node's stack; no sidecar captures them.
+    HostNetwork,
+}
+
+impl Skip {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::OptedOut => "opted out (serverfirst.dev/skip)",
+            Skip::HostNetwork => "hostNetwork pod",
+        }
+    }
+}
+
+/// Finds the server-first ports of `pod` by the `catalog`, or says why the pod is skipped.
+pub fn detect(pod: &PodView<'_>, catalog: &Catalog) -> Result<Detection, Skip> {
+    if is_true(pod.label(SKIP_KEY)) || is_true(pod.annotation(SKIP_KEY)) {
+        return Err(Skip::OptedOut);
+    }
+    if pod.host_network() {
+        return Err(Skip::HostNetwork);
+    }
+    let mut detection = Detection::default();
+    let long_running = pod.containers().iter().chain(
+        pod.init_containers()
+            .iter()
+            .filter(|c| c.is_native_sidecar()),
+    );
+    for container in long_running {
+        detect_container(container, catalog, &mut detection.findings);
+    }
+    if let Some(extra) = pod.annotation(EXTRA_PORTS_KEY) {
+        match parse_nonzero_port_list(extra) {
+            Ok(ports) => detection
+                .findings
+                .extend(ports.into_iter().map(|port| Finding {
+                    port,
+                    protocol: "extra".to_string(),
+                    container: String::new(),
+                    source: Source::ExtraPorts,
+                })),
+            Err(error) => detection
+                .warnings
+                .push(format!("{EXTRA_PORTS_KEY} ignored: {error}")),
+        }
+    }
+    Ok(detection)
+}
+
+fn detect_container(container: &ContainerView<'_>, catalog: &Catalog, findings: &mut Vec<Finding>) {
+    let first = findings.len();
+    let tcp_ports = || container.ports().iter().filter(|p| p.is_tcp());
+    for port in tcp_ports() {
+        let Some(number) = port.number() else {
+            continue;
+        };
+        let name = port.name.as_deref().unwrap_or_default();
+        let found = match catalog.by_port(number) {
+            Some(protocol) => Some((protocol, Source::Number)),
+            None => catalog
+                .by_port_name(name)
+                .map(|p| (p, Source::Name(name.to_string()))),
+        };
+        if let Some((protocol, source)) = found {
+            findings.push(Finding {
+                port: number,
+                protocol: protocol.name.clone(),
+                container: container.name().to_string(),
+                source,
+            });
+        }
+    }
+    let has_ftp_control = findings[first..].iter().any(|f| f.protocol == "ftp");
+    if !has_ftp_control {
+        return;
+    }
+    for port in tcp_ports() {
+        let (Some(number), Some(name)) = (port.number(), port.name.as_deref()) else {
+            continue;
+        };
+        let base = strip_name_prefix(name);
+        if FTP_PASSIVE_PREFIXES
+            .iter()
+            .any(|prefix| base.starts_with(prefix))
+        {
+            findings.push(Finding {
+                port: number,
+                protocol: "ftp-passive".to_string(),
+                container: container.name().to_string(),
+                source: Source::FtpPassive(name.to_string()),
+            });
+        }
+    }
+}
+
+fn is_true(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ports_of(pod: serde_json::Value) -> Result<Vec<u16>, Skip> {
+        let bytes = serde_json::to_vec(&pod).unwrap();
+        let view = PodView::from_json(&bytes).unwrap();
+        detect(&view, &Catalog::builtin()).map(|d| d.ports().into_iter().collect())
+    }
+
+    fn with_ports(ports: serde_json::Value) -> serde_json::Value {
+        json!({"spec": {"containers": [{"name": "app", "ports": ports}]}})
+    }
+
+    #[test]
+    fn container_ports_table() {
+        let cases: Vec<(&str, serde_json::Value, Vec<u16>)> = vec![
+            ("by number", json!([{"containerPort": 25}]), vec![25]),
+            (
+                "every enabled default",
+                json!([
+                {"containerPort": 21}, {"containerPort": 25}, {"containerPort": 110},
+                {"containerPort": 143}, {"containerPort": 389}, {"containerPort": 465},
+                {"containerPort": 587}]),
+                vec![21, 25, 110, 143, 389, 465, 587],
+            ),
+            (
+                "off by default",
+                json!([{"containerPort": 3306}, {"containerPort": 993}]),
+                vec![],
+            ),
+            (
+                "explicit TCP",
+                json!([{"containerPort": 587, "protocol": "TCP"}]),
+                vec![587],
+            ),
+            (
+                "UDP never counts",
+                json!([{"containerPort": 25, "protocol": "UDP"}]),
+                vec![],
+            ),
+            (
+                "UDP named smtp",
+                json!([{"name": "smtp", "containerPort": 2525, "protocol": "UDP"}]),
+                vec![],
+            ),
+            (
+                "SCTP",
+                json!([{"containerPort": 25, "protocol": "SCTP"}]),
+                vec![],
+            ),
+            (
+                "named port on a non-standard number",
+                json!([{"name": "submission", "containerPort": 1587}]),
+                vec![1587],
+            ),
+            (
+                "istio prefix",
+                json!([{"name": "tcp-smtp", "containerPort": 2525}]),
+                vec![2525],
+            ),
+            (
+                "suffix",
+                json!([{"name": "smtp-internal", "containerPort": 10025}]),
+                vec![10025],
+            ),
+            (
+                "unrelated name",
+                json!([{"name": "http", "containerPort": 8080}]),
+                vec![],
+            ),
+            (
+                "client-first name off",
+                json!([{"name": "imaps", "containerPort": 1993}]),
+                vec![],
+            ),
+            (
+                "invalid number",
+                json!([{"name": "smtp", "containerPort": 70000}]),
+                vec![],
+            ),
+            (
+                "duplicates",
+                json!([{"containerPort": 25}, {"name": "smtp", "containerPort": 25}]),
+                vec![25],
+            ),
+        ];
+        for (what, ports, expected) in cases {
+            assert_eq!(ports_of(with_ports(ports)).unwrap(), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn native_sidecars_count_and_ordinary_init_containers_do_not() {
+        let pod = json!({"spec": {
+        "containers": [{"name": "app"}],
+        "initContainers": [
+            {"name": "migrate", "ports": [{"containerPort": 25}]},
+            {"name": "relay", "restartPolicy": "Always", "ports": [{"containerPort": 587}]}
+        ]}});
+        assert_eq!(ports_of(pod).unwrap(), [587]);
+    }
+
+    #[test]
+    fn ftp_passive_ports_only_beside_an_ftp_control_port() {
+        let ftp = json!([
+            {"name": "ftp", "containerPort": 21},
+            {"name": "pasv-1", "containerPort": 30000},
+            {"name": "tcp-pasv2", "containerPort": 30001},
+            {"name": "ftp-data", "containerPort": 20},
+            {"name": "pasv-udp", "containerPort": 30002, "protocol": "UDP"},
+            {"name": "http", "containerPort": 8080}
+        ]);
+        assert_eq!(ports_of(with_ports(ftp)).unwrap(), [20, 21, 30000, 30001]);
+        let no_control = json!([{"name": "pasv-1", "containerPort": 30000}]);
+        assert_eq!(ports_of(with_ports(no_control)).unwrap(), Vec::<u16>::new());
+        let other_container = json!({"spec": {"containers": [
+            {"name": "ftp", "ports": [{"containerPort": 21}]},
+            {"name": "web", "ports": [{"name": "pasv-1", "containerPort": 30000}]}
+        ]}});
+        assert_eq!(ports_of(other_container).unwrap(), [21]);
+    }
+
+    #[test]
+    fn extra_ports_annotation() {
+        let pod = json!({"metadata": {"annotations": {EXTRA_PORTS_KEY: "2525, 10025"}},
+                         "spec": {"containers": [{"ports": [{"containerPort": 25}]}]}});
+        assert_eq!(ports_of(pod).unwrap(), [25, 2525, 10025]);
+
+        let bad = json!({"metadata": {"annotations": {EXTRA_PORTS_KEY: "2525,x"}},
+                         "spec": {"containers": [{"ports": [{"containerPort": 25}]}]}});
+        let bytes = serde_json::to_vec(&bad).unwrap();
+        let detection = detect(&PodView::from_json(&bytes).unwrap(), &Catalog::builtin()).unwrap();
+        assert_eq!(detection.ports().into_iter().collect::<Vec<_>>(), [25]);
+        assert!(detection.warnings[0].contains("serverfirst.dev/extra-ports ignored"));
+    }
+
+    #[test]
+    fn skip_variants() {
+        let smtp = json!([{"containerPort": 25}]);
+        let cases = [
+            (json!({"labels": {SKIP_KEY: "true"}}), Some(Skip::OptedOut)),
+            (
+                json!({"annotations": {SKIP_KEY: "true"}}),
+                Some(Skip::OptedOut),
+            ),
+            (
+                json!({"annotations": {SKIP_KEY: "True"}}),
+                Some(Skip::OptedOut),
+            ),
+            (json!({"annotations": {SKIP_KEY: "false"}}), None),
+            (json!({"labels": {SKIP_KEY: "no"}}), None),
+        ];
+        for (metadata, expected) in cases {
+            let pod = json!({"metadata": metadata, "spec": {"containers": [{"ports": smtp}]}});
+            assert_eq!(ports_of(pod.clone()).err(), expected, "{pod}");
+        }
+        let host = json!({"spec": {"hostNetwork": true, "containers": [{"ports": smtp}]}});
+        assert_eq!(ports_of(host).err(), Some(Skip::HostNetwork));
+    }
+
+    #[test]
+    fn records_how_each_port_was_found() {
+        let pod = json!({"spec": {"containers": [{"name": "mox", "ports": [
+            {"name": "smtp", "containerPort": 25}, {"name": "submission", "containerPort": 1587}]}]}});
+        let bytes = serde_json::to_vec(&pod).unwrap();
+        let detection = detect(&PodView::from_json(&bytes).unwrap(), &Catalog::builtin()).unwrap();
+        assert_eq!(detection.findings[0].source, Source::Number);
+        assert_eq!(
+            detection.findings[1].source,
+            Source::Name("submission".into())
+        );
+        assert_eq!(detection.findings[1].container, "mox");
+        assert_eq!(detection.findings[1].protocol, "submission");
+    }
+}

@@ -1,0 +1,538 @@
+//! Istio profile: `traffic.sidecar.istio.io/*` annotations and, for pods injected before we
+//! saw them without istio-cni, the `istio-init` container's istio-iptables arguments.
+//!
+//! istio-iptables semantics (tools/istio-iptables/pkg/capture/run.go): `-b` lists the inbound
+//! ports to capture; only when it is `*` does `-d` (excludes) apply. The injector builds `-b`
+//! from `includeInboundPorts` and `-d` from `15090,15021,<excludeInboundPorts>,15020`; istio-cni
+//! reads the same annotations at network setup. A pod annotation replaces the mesh default.
+
+use crate::config::IstioSettings;
+use crate::mesh::{Change, MeshPlan};
+use crate::pod::{ContainerView, PodView};
+use crate::ports::{PortSet, format_port_list, parse_port_list};
+
+pub const INCLUDE_INBOUND: &str = "traffic.sidecar.istio.io/includeInboundPorts";
+pub const EXCLUDE_INBOUND: &str = "traffic.sidecar.istio.io/excludeInboundPorts";
+pub const INJECT: &str = "sidecar.istio.io/inject";
+pub const INTERCEPTION_MODE: &str = "sidecar.istio.io/interceptionMode";
+
+const INCLUDE_FLAGS: &[&str] = &["-b", "--istio-inbound-ports"];
+const EXCLUDE_FLAGS: &[&str] = &["-d", "--istio-local-exclude-ports"];
+
+/// Why Istio itself leaves the pod's inbound traffic alone, if it does.
+pub fn skip_reason(pod: &PodView<'_>) -> Option<&'static str> {
+    let inject_off = |value: Option<&str>| value.is_some_and(|v| v.trim() == "false");
+    if inject_off(pod.label(INJECT)) || inject_off(pod.annotation(INJECT)) {
+        return Some("sidecar injection disabled (sidecar.istio.io/inject: false)");
+    }
+    if pod
+        .annotation(INTERCEPTION_MODE)
+        .is_some_and(|m| m.trim() == "NONE")
+    {
+        return Some("no traffic interception (sidecar.istio.io/interceptionMode: NONE)");
+    }
+    None
+}
+
+/// Plans the changes that take `ports` out of inbound capture.
+pub fn plan(pod: &PodView<'_>, ports: &PortSet, settings: &IstioSettings) -> MeshPlan {
+    let mut plan = MeshPlan::default();
+    plan_annotations(pod, ports, settings, &mut plan);
+    if let Some((index, init)) = pod
+        .init_containers()
+        .iter()
+        .enumerate()
+        .find(|(_, c)| applies_rules(c))
+    {
+        plan_init_args(index, init, ports, &mut plan);
+    }
+    plan
+}
+
+/// What an include list (`includeInboundPorts` or `-b`) means.
+enum Include {
+    All,
+    Nothing,
+    Only(Vec<u16>),
+}
+
+fn parse_include(value: &str) -> Result<Include, crate::ports::PortListError> {
+    match value.trim() {
+        "*" => Ok(Include::All),
+        "" => Ok(Include::Nothing),
+        list => parse_port_list(list).map(Include::Only),
+    }
+}
+
+fn plan_annotations(
+    pod: &PodView<'_>,
+    ports: &PortSet,
+    settings: &IstioSettings,
+    plan: &mut MeshPlan,
+) {
+    let change = match pod
+        .annotation(INCLUDE_INBOUND)
+        .map(parse_include)
+        .transpose()
+    {
+        Err(error) => return plan.warnings.push(unchanged(INCLUDE_INBOUND, &error)),
+        Ok(Some(Include::Nothing)) => return,
+        // Istio ignores excludes under an explicit include list: shrink the list instead.
+        Ok(Some(Include::Only(list))) => without(&list, ports).map(|kept| (INCLUDE_INBOUND, kept)),
+        Ok(None | Some(Include::All)) => {
+            let existing = match pod.annotation(EXCLUDE_INBOUND) {
+                None => Ok(settings.default_exclude_inbound_ports.clone()),
+                Some(value) => parse_port_list(value),
+            };
+            match existing {
+                Ok(existing) => with(&existing, ports).map(|merged| (EXCLUDE_INBOUND, merged)),
+                Err(error) => return plan.warnings.push(unchanged(EXCLUDE_INBOUND, &error)),
+            }
+        }
+    };
+    if let Some((key, mut value)) = change {
+        value.sort_unstable();
+        plan.changes.push(Change::SetAnnotation {
+            key: key.to_string(),
+            value: format_port_list(value),
+        });
+    }
+}
+
+/// An init container that writes the iptables rules itself (no istio-cni): `istio-init`.
+/// Under istio-cni the init container is `istio-validation`, which only checks the rules.
+fn applies_rules(container: &ContainerView<'_>) -> bool {
+    let tokens = || container.command().iter().chain(container.args());
+    tokens().any(|t| t == "istio-iptables")
+        && !tokens().any(|t| t == "--skip-rule-apply" || t == "--run-validation")
+}
+
+/// Where a flag's value sits in the args: a separate token, or `flag=value` in one token.
+struct FlagValue<'v> {
+    arg: usize,
+    flag: Option<&'v str>,
+    value: &'v str,
+}
+
+impl FlagValue<'_> {
+    fn replaced(&self, value: String) -> String {
+        match self.flag {
+            Some(flag) => format!("{flag}={value}"),
+            None => value,
+        }
+    }
+}
+
+fn find_flag<'v>(
+    args: &'v [std::borrow::Cow<'_, str>],
+    names: &[&'v str],
+) -> Option<FlagValue<'v>> {
+    // The last occurrence wins, as with cobra/pflag.
+    let mut found = None;
+    for (index, token) in args.iter().enumerate() {
+        if names.contains(&token.as_ref()) {
+            if let Some(value) = args.get(index + 1) {
+                found = Some(FlagValue {
+                    arg: index + 1,
+                    flag: None,
+                    value: value.as_ref(),
+                });
+            }
+        } else if let Some((flag, value)) = token.split_once('=') {
+            if let Some(name) = names.iter().find(|name| **name == flag) {
+                found = Some(FlagValue {
+                    arg: index,
+                    flag: Some(name),
+                    value,
+                });
+            }
+        }
+    }
+    found
+}
+
+fn plan_init_args(index: usize, init: &ContainerView<'_>, ports: &PortSet, plan: &mut MeshPlan) {
+    let args = init.args();
+    // Without -b istio-iptables captures no inbound ports.
+    let Some(include_flag) = find_flag(args, INCLUDE_FLAGS) else {
+        return;
+    };
+    let include = match parse_include(include_flag.value) {
+        Ok(include) => include,
+        Err(error) => return plan.warnings.push(unchanged("istio-init -b", &error)),
+    };
+    match include {
+        Include::Nothing => {}
+        Include::Only(list) => {
+            if let Some(kept) = without(&list, ports) {
+                let value = include_flag.replaced(format_port_list(kept));
+                plan.changes.push(Change::ReplaceInitArg {
+                    container: index,
+                    arg: include_flag.arg,
+                    value,
+                });
+            }
+        }
+        Include::All => match find_flag(args, EXCLUDE_FLAGS) {
+            None => plan.changes.push(Change::AppendInitArgs {
+                container: index,
+                args: vec!["-d".to_string(), format_port_list(ports.iter().copied())],
+            }),
+            Some(exclude) => match parse_port_list(exclude.value) {
+                Ok(existing) => {
+                    if let Some(merged) = with(&existing, ports) {
+                        let value = exclude.replaced(format_port_list(merged));
+                        plan.changes.push(Change::ReplaceInitArg {
+                            container: index,
+                            arg: exclude.arg,
+                            value,
+                        });
+                    }
+                }
+                Err(error) => plan.warnings.push(unchanged("istio-init -d", &error)),
+            },
+        },
+    }
+}
+
+/// `existing` followed by the missing `ports` (ascending); `None` when nothing is missing.
+fn with(existing: &[u16], ports: &PortSet) -> Option<Vec<u16>> {
+    let missing: Vec<u16> = ports
+        .iter()
+        .copied()
+        .filter(|p| !existing.contains(p))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let mut merged = Vec::with_capacity(existing.len() + missing.len());
+    for &port in existing {
+        if !merged.contains(&port) {
+            merged.push(port);
+        }
+    }
+    merged.extend(missing);
+    Some(merged)
+}
+
+/// `list` without `ports`, order kept; `None` when it contains none of them.
+fn without(list: &[u16], ports: &PortSet) -> Option<Vec<u16>> {
+    list.iter().any(|p| ports.contains(p)).then(|| {
+        let mut kept: Vec<u16> = Vec::with_capacity(list.len());
+        for &port in list.iter().filter(|p| !ports.contains(p)) {
+            if !kept.contains(&port) {
+                kept.push(port);
+            }
+        }
+        kept
+    })
+}
+
+fn unchanged(what: &str, error: &crate::ports::PortListError) -> String {
+    format!("{what} left unchanged: {error} (Istio rejects such a value)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    const SMTP_PORTS: &[u16] = &[25, 587];
+
+    fn plan_for(pod: &Value, settings: &IstioSettings) -> MeshPlan {
+        let bytes = serde_json::to_vec(pod).unwrap();
+        plan(
+            &PodView::from_json(&bytes).unwrap(),
+            &SMTP_PORTS.iter().copied().collect(),
+            settings,
+        )
+    }
+
+    fn set(key: &str, value: &str) -> Change {
+        Change::SetAnnotation {
+            key: key.to_string(),
+            value: value.to_string(),
+        }
+    }
+
+    fn pod_with_annotations(annotations: Value) -> Value {
+        json!({"metadata": {"annotations": annotations}, "spec": {"containers": [{"name": "app"}]}})
+    }
+
+    #[test]
+    fn annotation_merge_table() {
+        let cases: Vec<(&str, Value, Vec<Change>)> = vec![
+            (
+                "annotations map absent",
+                json!({"spec": {}}),
+                vec![set(EXCLUDE_INBOUND, "25,587")],
+            ),
+            (
+                "annotations empty",
+                pod_with_annotations(json!({})),
+                vec![set(EXCLUDE_INBOUND, "25,587")],
+            ),
+            (
+                "existing exclude list with spaces",
+                pod_with_annotations(json!({EXCLUDE_INBOUND: " 9090, 8080 "})),
+                vec![set(EXCLUDE_INBOUND, "25,587,8080,9090")],
+            ),
+            (
+                "existing exclude with one of the ports",
+                pod_with_annotations(json!({EXCLUDE_INBOUND: "587,15020"})),
+                vec![set(EXCLUDE_INBOUND, "25,587,15020")],
+            ),
+            (
+                "already excluded, any order",
+                pod_with_annotations(json!({EXCLUDE_INBOUND: "587, 25"})),
+                vec![],
+            ),
+            (
+                "empty exclude",
+                pod_with_annotations(json!({EXCLUDE_INBOUND: ""})),
+                vec![set(EXCLUDE_INBOUND, "25,587")],
+            ),
+            (
+                "include *",
+                pod_with_annotations(json!({INCLUDE_INBOUND: "*", EXCLUDE_INBOUND: "9090"})),
+                vec![set(EXCLUDE_INBOUND, "25,587,9090")],
+            ),
+            (
+                "include * with spaces",
+                pod_with_annotations(json!({INCLUDE_INBOUND: " * "})),
+                vec![set(EXCLUDE_INBOUND, "25,587")],
+            ),
+            (
+                "explicit include list containing a server-first port",
+                pod_with_annotations(
+                    json!({INCLUDE_INBOUND: "8080,587, 9090", EXCLUDE_INBOUND: "1"}),
+                ),
+                vec![set(INCLUDE_INBOUND, "8080,9090")],
+            ),
+            (
+                "explicit include list of only server-first ports",
+                pod_with_annotations(json!({INCLUDE_INBOUND: "25,587"})),
+                vec![set(INCLUDE_INBOUND, "")],
+            ),
+            (
+                "explicit include list without them",
+                pod_with_annotations(json!({INCLUDE_INBOUND: "8080"})),
+                vec![],
+            ),
+            (
+                "include empty: nothing captured",
+                pod_with_annotations(json!({INCLUDE_INBOUND: ""})),
+                vec![],
+            ),
+        ];
+        for (what, pod, expected) in cases {
+            let plan = plan_for(&pod, &IstioSettings::default());
+            assert_eq!(plan.changes, expected, "{what}");
+            assert!(plan.warnings.is_empty(), "{what}: {:?}", plan.warnings);
+        }
+    }
+
+    #[test]
+    fn invalid_existing_values_are_left_intact_with_a_warning() {
+        let cases = [
+            json!({EXCLUDE_INBOUND: "25,"}),
+            json!({EXCLUDE_INBOUND: "*"}),
+            json!({EXCLUDE_INBOUND: "1000-2000"}),
+            json!({INCLUDE_INBOUND: "http"}),
+        ];
+        for annotations in cases {
+            let plan = plan_for(
+                &pod_with_annotations(annotations.clone()),
+                &IstioSettings::default(),
+            );
+            assert!(plan.changes.is_empty(), "{annotations}");
+            assert!(
+                plan.warnings[0].contains("left unchanged"),
+                "{annotations}: {:?}",
+                plan.warnings
+            );
+        }
+    }
+
+    #[test]
+    fn mesh_default_is_kept_because_the_annotation_replaces_it() {
+        let settings = IstioSettings {
+            default_exclude_inbound_ports: vec![9000],
+        };
+        let plan = plan_for(&pod_with_annotations(json!({})), &settings);
+        assert_eq!(plan.changes, [set(EXCLUDE_INBOUND, "25,587,9000")]);
+        let covered = IstioSettings {
+            default_exclude_inbound_ports: vec![25, 587],
+        };
+        assert!(
+            plan_for(&pod_with_annotations(json!({})), &covered)
+                .changes
+                .is_empty()
+        );
+        // An annotation of the pod's own wins over the default.
+        let plan = plan_for(
+            &pod_with_annotations(json!({EXCLUDE_INBOUND: "1"})),
+            &settings,
+        );
+        assert_eq!(plan.changes, [set(EXCLUDE_INBOUND, "1,25,587")]);
+    }
+
+    fn injected(init: Value, annotations: Value) -> Value {
+        json!({"metadata": {"annotations": annotations},
+               "spec": {"initContainers": [{"name": "setup"}, init], "containers": [{"name": "app"}]}})
+    }
+
+    fn istio_init(args: &[&str]) -> Value {
+        json!({"name": "istio-init", "image": "proxyv2", "args": args})
+    }
+
+    const INJECTOR_ARGS: &[&str] = &[
+        "istio-iptables",
+        "-p",
+        "15001",
+        "-z",
+        "15006",
+        "-u",
+        "1337",
+        "-m",
+        "REDIRECT",
+        "-i",
+        "*",
+        "-x",
+        "",
+        "-b",
+        "*",
+        "-d",
+        "15090,15021,15020",
+        "--log_output_level=default:info",
+    ];
+
+    #[test]
+    fn already_injected_without_cni_amends_istio_init() {
+        let pod = injected(istio_init(INJECTOR_ARGS), json!({}));
+        let plan = plan_for(&pod, &IstioSettings::default());
+        assert_eq!(
+            plan.changes,
+            [
+                set(EXCLUDE_INBOUND, "25,587"),
+                Change::ReplaceInitArg {
+                    container: 1,
+                    arg: 16,
+                    value: "15090,15021,15020,25,587".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn istio_init_argument_forms() {
+        let cases: Vec<(&str, Vec<&str>, Vec<Change>)> = vec![
+            (
+                "-d already has them",
+                vec!["istio-iptables", "-b", "*", "-d", "15090,25,587"],
+                vec![],
+            ),
+            (
+                "long flags with =",
+                vec![
+                    "istio-iptables",
+                    "--istio-inbound-ports=*",
+                    "--istio-local-exclude-ports=15090",
+                ],
+                vec![Change::ReplaceInitArg {
+                    container: 1,
+                    arg: 2,
+                    value: "--istio-local-exclude-ports=15090,25,587".into(),
+                }],
+            ),
+            (
+                "no -d",
+                vec!["istio-iptables", "-b", "*"],
+                vec![Change::AppendInitArgs {
+                    container: 1,
+                    args: vec!["-d".into(), "25,587".into()],
+                }],
+            ),
+            (
+                "explicit -b list",
+                vec!["istio-iptables", "-b", "587,8080,25", "-d", "15020"],
+                vec![Change::ReplaceInitArg {
+                    container: 1,
+                    arg: 2,
+                    value: "8080".into(),
+                }],
+            ),
+            (
+                "-b empty",
+                vec!["istio-iptables", "-b", "", "-d", "15020"],
+                vec![],
+            ),
+            (
+                "no -b: no inbound capture",
+                vec!["istio-iptables", "-d", "15020"],
+                vec![],
+            ),
+            (
+                "last -d wins",
+                vec!["istio-iptables", "-b", "*", "-d", "1", "-d", "25,587"],
+                vec![],
+            ),
+        ];
+        for (what, args, expected) in cases {
+            let pod = injected(istio_init(&args), json!({EXCLUDE_INBOUND: "25,587"}));
+            assert_eq!(
+                plan_for(&pod, &IstioSettings::default()).changes,
+                expected,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_istio_init_values_warn() {
+        let pod = injected(
+            istio_init(&["istio-iptables", "-b", "*", "-d", "15090,"]),
+            json!({EXCLUDE_INBOUND: "25,587"}),
+        );
+        let plan = plan_for(&pod, &IstioSettings::default());
+        assert!(plan.changes.is_empty());
+        assert!(
+            plan.warnings[0].starts_with("istio-init -d left unchanged"),
+            "{:?}",
+            plan.warnings
+        );
+    }
+
+    #[test]
+    fn cni_validation_container_is_not_touched() {
+        let validation = json!({"name": "istio-validation", "args": [
+            "istio-iptables", "-p", "15001", "-b", "*", "-d", "15090,15021,15020",
+            "--run-validation", "--skip-rule-apply"]});
+        let pod = injected(
+            validation,
+            json!({EXCLUDE_INBOUND: "15020", INCLUDE_INBOUND: "*"}),
+        );
+        assert_eq!(
+            plan_for(&pod, &IstioSettings::default()).changes,
+            [set(EXCLUDE_INBOUND, "25,587,15020")]
+        );
+    }
+
+    #[test]
+    fn opt_outs() {
+        let smtp = json!({"containers": [{"ports": [{"containerPort": 25}]}]});
+        let cases = [
+            (json!({"labels": {INJECT: "false"}}), true),
+            (json!({"annotations": {INJECT: "false"}}), true),
+            (json!({"labels": {INJECT: "true"}}), false),
+            (json!({"annotations": {INTERCEPTION_MODE: "NONE"}}), true),
+            (json!({"annotations": {INTERCEPTION_MODE: "TPROXY"}}), false),
+            (json!({}), false),
+        ];
+        for (metadata, skipped) in cases {
+            let bytes = serde_json::to_vec(&json!({"metadata": metadata, "spec": smtp})).unwrap();
+            let pod = PodView::from_json(&bytes).unwrap();
+            assert_eq!(skip_reason(&pod).is_some(), skipped, "{metadata}");
+        }
+    }
+}
