@@ -1,1 +1,487 @@
-//! TODO
+//! AdmissionReview v1 in, AdmissionReview v1 out: the webhook's decision without HTTP types.
+//!
+//! Only the envelope and the small pod view are parsed; the object's other fields are skipped.
+//! The answer is always `allowed: true`: serverfirst never denies, and any failure of its own
+//! (an object it cannot read, a patch that would not apply) is answered without a patch.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::config::{Config, Mode};
+use crate::mesh::{Decision, Plan, decide};
+use crate::patch;
+use crate::pod::PodView;
+use crate::ports::format_port_list;
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+pub const KIND: &str = "AdmissionReview";
+/// Kubernetes truncates longer warnings; keep ours whole.
+const MAX_WARNING_LEN: usize = 120;
+
+/// A request that is not an AdmissionReview v1: answered with HTTP 400.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("body is not a valid AdmissionReview JSON document: {0}")]
+    Invalid(#[from] serde_json::Error),
+    #[error("apiVersion must be \"{API_VERSION}\", got {0:?}")]
+    ApiVersion(String),
+    #[error("kind must be \"{KIND}\", got {0:?}")]
+    Kind(String),
+    #[error("AdmissionReview has no request")]
+    MissingRequest,
+    #[error("request.uid is missing or empty")]
+    MissingUid,
+}
+
+/// What happened to one review, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Enforce: the patch was returned.
+    Patched,
+    /// Audit: a patch would have been returned.
+    WouldPatch,
+    /// Server-first ports found and already excluded (or not captured).
+    Unchanged,
+    /// No server-first ports.
+    NoPorts,
+    /// Opted out, hostNetwork, injection disabled, ...
+    Skipped,
+    /// Not a Pod CREATE (other kinds, operations, subresources).
+    NotApplicable,
+    /// The object could not be read as a Pod: allowed unchanged (fail open).
+    InvalidObject,
+    /// The planned patch did not apply to the object: allowed unchanged (fail open).
+    PatchRejected,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Patched,
+        Outcome::WouldPatch,
+        Outcome::Unchanged,
+        Outcome::NoPorts,
+        Outcome::Skipped,
+        Outcome::NotApplicable,
+        Outcome::InvalidObject,
+        Outcome::PatchRejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Patched => "patched",
+            Outcome::WouldPatch => "would_patch",
+            Outcome::Unchanged => "unchanged",
+            Outcome::NoPorts => "no_ports",
+            Outcome::Skipped => "skipped",
+            Outcome::NotApplicable => "not_applicable",
+            Outcome::InvalidObject => "invalid_object",
+            Outcome::PatchRejected => "patch_rejected",
+        }
+    }
+}
+
+/// The serialised AdmissionReview response and what it decided.
+#[derive(Debug)]
+pub struct Reviewed {
+    pub body: Vec<u8>,
+    pub outcome: Outcome,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn<'a> {
+    #[serde(borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn<'a> {
+    #[serde(borrow, default)]
+    uid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<GroupVersionKind<'a>>,
+    #[serde(borrow, default)]
+    sub_resource: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    operation: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct GroupVersionKind<'a> {
+    #[serde(borrow, default)]
+    group: Cow<'a, str>,
+    #[serde(borrow, default)]
+    version: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kind: Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    audit_annotations: BTreeMap<&'static str, String>,
+}
+
+impl<'a> ResponseOut<'a> {
+    fn allowed(uid: &'a str) -> Self {
+        ResponseOut {
+            uid,
+            allowed: true,
+            patch_type: None,
+            patch: None,
+            warnings: Vec::new(),
+            audit_annotations: BTreeMap::new(),
+        }
+    }
+}
+
+/// Answers one AdmissionReview request body in `mode`.
+pub fn review(body: &[u8], mode: Mode, config: &Config) -> Result<Reviewed, RequestError> {
+    let review: ReviewIn<'_> = serde_json::from_slice(body)?;
+    let api_version = review.api_version.unwrap_or_default();
+    if api_version != API_VERSION {
+        return Err(RequestError::ApiVersion(api_version.into_owned()));
+    }
+    let kind = review.kind.unwrap_or_default();
+    if kind != KIND {
+        return Err(RequestError::Kind(kind.into_owned()));
+    }
+    let request = review.request.ok_or(RequestError::MissingRequest)?;
+    let uid = request
+        .uid
+        .as_deref()
+        .filter(|uid| !uid.is_empty())
+        .ok_or(RequestError::MissingUid)?;
+
+    let mut response = ResponseOut::allowed(uid);
+    let outcome = match pod_create_object(&request) {
+        None => Outcome::NotApplicable,
+        Some(object) => review_pod(
+            object,
+            request.namespace.as_deref().unwrap_or_default(),
+            mode,
+            config,
+            &mut response,
+        ),
+    };
+    let body = serde_json::to_vec(&ReviewOut {
+        api_version: API_VERSION,
+        kind: KIND,
+        response,
+    })?;
+    Ok(Reviewed { body, outcome })
+}
+
+/// The object of a Pod CREATE (not a subresource); `None` for anything else.
+fn pod_create_object<'r>(request: &RequestIn<'r>) -> Option<Option<&'r RawValue>> {
+    let is_pod = request
+        .kind
+        .as_ref()
+        .is_some_and(|gvk| gvk.group.is_empty() && gvk.version == "v1" && gvk.kind == "Pod");
+    let is_create = request.operation.as_deref() == Some("CREATE");
+    let is_subresource = request
+        .sub_resource
+        .as_deref()
+        .is_some_and(|s| !s.is_empty());
+    (is_pod && is_create && !is_subresource).then_some(request.object)
+}
+
+fn review_pod(
+    object: Option<&RawValue>,
+    namespace: &str,
+    mode: Mode,
+    config: &Config,
+    response: &mut ResponseOut<'_>,
+) -> Outcome {
+    let parsed = match object {
+        Some(object) => PodView::from_json(object.get().as_bytes()).map_err(|e| e.to_string()),
+        None => Err("request.object is missing".to_string()),
+    };
+    let pod = match parsed {
+        Ok(pod) => pod,
+        Err(error) => {
+            tracing::warn!(namespace, %error, "cannot read the pod; allowing it unchanged");
+            return Outcome::InvalidObject;
+        }
+    };
+    let decision = decide(&pod, config);
+    response
+        .warnings
+        .extend(decision.warnings().iter().map(|w| warning(w)));
+    let outcome = match &decision {
+        Decision::Skipped(_) => Outcome::Skipped,
+        Decision::NoPorts { .. } => Outcome::NoPorts,
+        Decision::Planned(plan) if plan.changes.is_empty() => Outcome::Unchanged,
+        Decision::Planned(plan) => respond_with_plan(&pod, plan, mode, response),
+    };
+    log_decision(&pod, namespace, &decision, outcome, mode);
+    outcome
+}
+
+fn respond_with_plan(
+    pod: &PodView<'_>,
+    plan: &Plan,
+    mode: Mode,
+    response: &mut ResponseOut<'_>,
+) -> Outcome {
+    let patch = patch::build(pod, &plan.changes);
+    if let Err(error) = patch::verify(pod, &patch) {
+        tracing::error!(pod = %pod.display_name(), %error, "planned patch does not apply; allowing the pod unchanged");
+        return Outcome::PatchRejected;
+    }
+    let ports = format_port_list(plan.ports.iter().copied());
+    match mode {
+        Mode::Enforce => {
+            let json = match serde_json::to_vec(&patch) {
+                Ok(json) => json,
+                Err(error) => {
+                    tracing::error!(%error, "cannot serialise the patch; allowing the pod unchanged");
+                    return Outcome::PatchRejected;
+                }
+            };
+            response.patch_type = Some("JSONPatch");
+            response.patch = Some(BASE64.encode(json));
+            response
+                .audit_annotations
+                .insert("excluded-inbound-ports", ports);
+            Outcome::Patched
+        }
+        Mode::Audit => {
+            response.warnings.insert(
+                0,
+                warning(&format!(
+                    "would exclude inbound ports {ports} from sidecar capture"
+                )),
+            );
+            response
+                .audit_annotations
+                .insert("would-exclude-inbound-ports", ports);
+            Outcome::WouldPatch
+        }
+    }
+}
+
+/// `serverfirst: <text>`, cut to the length Kubernetes keeps.
+fn warning(text: &str) -> String {
+    let mut warning = format!("serverfirst: {text}");
+    if warning.len() > MAX_WARNING_LEN {
+        let mut cut = MAX_WARNING_LEN - '…'.len_utf8();
+        while !warning.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        warning.truncate(cut);
+        warning.push('…');
+    }
+    warning
+}
+
+fn log_decision(
+    pod: &PodView<'_>,
+    namespace: &str,
+    decision: &Decision,
+    outcome: Outcome,
+    mode: Mode,
+) {
+    let ports = match decision {
+        Decision::Planned(plan) => format_port_list(plan.ports.iter().copied()),
+        _ => String::new(),
+    };
+    let reason = match decision {
+        Decision::Skipped(reason) => reason,
+        _ => "",
+    };
+    tracing::info!(
+        namespace,
+        pod = %pod.display_name(),
+        ports,
+        action = outcome.as_str(),
+        mode = mode.as_str(),
+        reason,
+        "admission decision"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn review_json(body: &Value, mode: Mode) -> (Value, Outcome) {
+        let reviewed =
+            review(&serde_json::to_vec(body).unwrap(), mode, &Config::default()).unwrap();
+        (
+            serde_json::from_slice(&reviewed.body).unwrap(),
+            reviewed.outcome,
+        )
+    }
+
+    fn pod_review(object: Value) -> Value {
+        json!({"apiVersion": API_VERSION, "kind": KIND, "request": {
+            "uid": "0df28fbd-5f5f-11e8-bc74-36e6bb280816",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE", "namespace": "mail", "object": object}})
+    }
+
+    fn smtp_pod() -> Value {
+        json!({"metadata": {"generateName": "mox-"}, "spec": {"containers": [{"name": "mox", "ports": [{"containerPort": 587}]}]}})
+    }
+
+    fn decoded_patch(response: &Value) -> Value {
+        let patch = BASE64
+            .decode(response["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        serde_json::from_slice(&patch).unwrap()
+    }
+
+    #[test]
+    fn enforce_returns_a_patch_and_echoes_the_uid() {
+        let (response, outcome) = review_json(&pod_review(smtp_pod()), Mode::Enforce);
+        assert_eq!(outcome, Outcome::Patched);
+        assert_eq!(response["apiVersion"], API_VERSION);
+        assert_eq!(response["kind"], KIND);
+        assert_eq!(
+            response["response"]["uid"],
+            "0df28fbd-5f5f-11e8-bc74-36e6bb280816"
+        );
+        assert_eq!(response["response"]["allowed"], true);
+        assert_eq!(response["response"]["patchType"], "JSONPatch");
+        assert_eq!(
+            decoded_patch(&response),
+            json!([{"op": "add", "path": "/metadata/annotations", "value": {
+            "traffic.sidecar.istio.io/excludeInboundPorts": "587", "serverfirst.dev/excluded-ports": "587"}}])
+        );
+        assert_eq!(
+            response["response"]["auditAnnotations"]["excluded-inbound-ports"],
+            "587"
+        );
+    }
+
+    #[test]
+    fn audit_never_patches_and_says_what_it_would_do() {
+        let (response, outcome) = review_json(&pod_review(smtp_pod()), Mode::Audit);
+        assert_eq!(outcome, Outcome::WouldPatch);
+        assert!(response["response"].get("patch").is_none());
+        assert!(response["response"].get("patchType").is_none());
+        assert_eq!(
+            response["response"]["warnings"][0],
+            "serverfirst: would exclude inbound ports 587 from sidecar capture"
+        );
+        assert_eq!(
+            response["response"]["auditAnnotations"]["would-exclude-inbound-ports"],
+            "587"
+        );
+    }
+
+    #[test]
+    fn no_patch_when_nothing_to_change() {
+        for object in [
+            json!({"spec": {"containers": [{"ports": [{"containerPort": 8080}]}]}}),
+            json!({"metadata": {"annotations": {"traffic.sidecar.istio.io/excludeInboundPorts": "587"}},
+                   "spec": {"containers": [{"ports": [{"containerPort": 587}]}]}}),
+        ] {
+            let (response, _) = review_json(&pod_review(object), Mode::Enforce);
+            assert_eq!(
+                response["response"],
+                json!({"uid": "0df28fbd-5f5f-11e8-bc74-36e6bb280816", "allowed": true})
+            );
+        }
+    }
+
+    #[test]
+    fn other_objects_and_operations_are_not_applicable() {
+        let mut update = pod_review(smtp_pod());
+        update["request"]["operation"] = json!("UPDATE");
+        let mut deployment = pod_review(smtp_pod());
+        deployment["request"]["kind"] =
+            json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+        let mut subresource = pod_review(smtp_pod());
+        subresource["request"]["subResource"] = json!("ephemeralcontainers");
+        for body in [update, deployment, subresource] {
+            let (response, outcome) = review_json(&body, Mode::Enforce);
+            assert_eq!(outcome, Outcome::NotApplicable);
+            assert!(response["response"].get("patch").is_none());
+        }
+    }
+
+    #[test]
+    fn dry_run_gets_the_same_answer() {
+        let mut dry_run = pod_review(smtp_pod());
+        dry_run["request"]["dryRun"] = json!(true);
+        assert_eq!(
+            review_json(&dry_run, Mode::Enforce),
+            review_json(&pod_review(smtp_pod()), Mode::Enforce)
+        );
+    }
+
+    #[test]
+    fn unreadable_objects_fail_open() {
+        for object in [
+            json!({"spec": {"containers": "nope"}}),
+            Value::Null,
+            json!(42),
+        ] {
+            let (response, outcome) = review_json(&pod_review(object.clone()), Mode::Enforce);
+            assert_eq!(outcome, Outcome::InvalidObject, "{object}");
+            assert_eq!(response["response"]["allowed"], true);
+            assert!(response["response"].get("patch").is_none());
+        }
+    }
+
+    #[test]
+    fn bad_requests_are_errors_that_say_what_is_wrong() {
+        let cases: [(&[u8], &str); 6] = [
+            (b"not json", "not a valid AdmissionReview"),
+            (br#"{"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {"uid": "x"}}"#, "apiVersion must be"),
+            (br#"{"apiVersion": "admission.k8s.io/v1", "kind": "Pod", "request": {"uid": "x"}}"#, "kind must be"),
+            (br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}"#, "no request"),
+            (br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {}}"#, "uid is missing"),
+            (br#"{"apiVersion": 1}"#, "not a valid AdmissionReview"),
+        ];
+        for (body, expected) in cases {
+            let error = review(body, Mode::Enforce, &Config::default())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn warnings_are_cut_to_kubernetes_limit() {
+        let long = warning(&"é".repeat(200));
+        assert!(long.len() <= MAX_WARNING_LEN);
+        assert!(long.ends_with('…'));
+        assert_eq!(warning("short"), "serverfirst: short");
+    }
+}

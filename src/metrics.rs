@@ -1,1 +1,176 @@
-//! TODO
+//! The few metrics that matter, in Prometheus text format (prometheus-client).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use crate::admission::Outcome;
+use crate::config::Mode;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReviewLabels {
+    endpoint: &'static str,
+    mode: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// Why a request got no AdmissionReview answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// HTTP 400: not an AdmissionReview v1.
+    InvalidRequest,
+    /// HTTP 413.
+    BodyTooLarge,
+    /// HTTP 500: the response could not be produced (never expected).
+    Internal,
+}
+
+impl Rejection {
+    fn as_str(self) -> &'static str {
+        match self {
+            Rejection::InvalidRequest => "invalid_request",
+            Rejection::BodyTooLarge => "body_too_large",
+            Rejection::Internal => "internal",
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    reviews: Family<ReviewLabels, Counter>,
+    rejections: Family<RejectLabels, Counter>,
+    tls_reloads: Family<ResultLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("serverfirst");
+        let reviews = Family::<ReviewLabels, Counter>::default();
+        let rejections = Family::<RejectLabels, Counter>::default();
+        let tls_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "admission_reviews",
+            "AdmissionReviews answered, by endpoint, effective mode and outcome",
+            reviews.clone(),
+        );
+        registry.register(
+            "rejected_requests",
+            "Requests answered with an HTTP error, by reason",
+            rejections.clone(),
+        );
+        registry.register(
+            "tls_reloads",
+            "Serving certificate reloads, by result",
+            tls_reloads.clone(),
+        );
+        let metrics = Metrics {
+            registry,
+            reviews,
+            rejections,
+            tls_reloads,
+        };
+        metrics.initialise_series();
+        metrics
+    }
+
+    /// Creates every series at zero so dashboards and alerts see them before the first event.
+    fn initialise_series(&self) {
+        for endpoint in ["mutate", "audit"] {
+            for mode in [Mode::Enforce, Mode::Audit] {
+                for outcome in Outcome::ALL {
+                    let labels = ReviewLabels {
+                        endpoint,
+                        mode: mode.as_str(),
+                        outcome: outcome.as_str(),
+                    };
+                    let _ = self.reviews.get_or_create(&labels);
+                }
+            }
+        }
+        for reason in [
+            Rejection::InvalidRequest,
+            Rejection::BodyTooLarge,
+            Rejection::Internal,
+        ] {
+            let _ = self.rejections.get_or_create(&RejectLabels {
+                reason: reason.as_str(),
+            });
+        }
+        for result in ["success", "failure"] {
+            let _ = self.tls_reloads.get_or_create(&ResultLabels { result });
+        }
+    }
+
+    pub fn review(&self, endpoint: &'static str, mode: Mode, outcome: Outcome) {
+        let labels = ReviewLabels {
+            endpoint,
+            mode: mode.as_str(),
+            outcome: outcome.as_str(),
+        };
+        self.reviews.get_or_create(&labels).inc();
+    }
+
+    pub fn rejected(&self, rejection: Rejection) {
+        self.rejections
+            .get_or_create(&RejectLabels {
+                reason: rejection.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn tls_reload(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.tls_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_reviews_and_exposes_zero_series() {
+        let metrics = Metrics::new();
+        metrics.review("mutate", Mode::Enforce, Outcome::Patched);
+        metrics.review("mutate", Mode::Enforce, Outcome::Patched);
+        metrics.rejected(Rejection::BodyTooLarge);
+        let text = metrics.encode();
+        assert!(text.contains(r#"serverfirst_admission_reviews_total{endpoint="mutate",mode="enforce",outcome="patched"} 2"#), "{text}");
+        assert!(text.contains(r#"serverfirst_admission_reviews_total{endpoint="audit",mode="audit",outcome="would_patch"} 0"#));
+        assert!(text.contains(r#"serverfirst_rejected_requests_total{reason="body_too_large"} 1"#));
+        assert!(text.contains(r#"serverfirst_tls_reloads_total{result="failure"} 0"#));
+    }
+}

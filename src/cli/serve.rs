@@ -1,8 +1,147 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::certs;
+use crate::config::{Config, Mode};
+use crate::metrics::Metrics;
+use crate::server::{self, Limits};
+use crate::tls::{self, CertFiles, CertResolver};
 
 #[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
+#[command(group = clap::ArgGroup::new("certificate").required(true).args(["tls_cert", "self_signed"]))]
+pub struct ServeArgs {
+    /// Address of the HTTPS webhook listener.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// Serving certificate chain (PEM); reloaded when the file changes.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of the serving certificate (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Generate an in-memory certificate for localhost and print its CA (PEM) on stdout.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    self_signed: bool,
+    /// Address of the plain-HTTP /healthz, /readyz and /metrics listener.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    metrics_listen: SocketAddr,
+    /// YAML configuration file (catalog overrides, mode, mesh defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override the configured mode; `audit` makes /mutate a dry run too.
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+    /// How often the certificate files are checked for changes.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    tls_reload_interval: Duration,
+}
 
-pub async fn run(_args: ServeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Enforce,
+    Audit,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(mode) = args.mode {
+        config.mode = match mode {
+            ModeArg::Enforce => Mode::Enforce,
+            ModeArg::Audit => Mode::Audit,
+        };
+    }
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = CancellationToken::new();
+
+    let (resolver, files) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let (files, key) = CertFiles::load(cert.clone(), key.clone()).with_context(|| {
+                format!("cannot load the serving certificate {}", cert.display())
+            })?;
+            (Arc::new(CertResolver::new(key)), Some(files))
+        }
+        _ => {
+            let names = ["localhost", "127.0.0.1", "::1"].map(String::from);
+            let bundle = certs::generate(&names, 365)
+                .context("cannot generate a self-signed certificate")?;
+            print!("{}", bundle.ca_pem);
+            let key = tls::certified_key(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes())?;
+            (Arc::new(CertResolver::new(key)), None)
+        }
+    };
+    let tls_config = Arc::new(tls::server_config(resolver.clone())?);
+
+    let webhook_listener = server::bind(args.listen, "the webhook").await?;
+    let health_listener = server::bind(args.metrics_listen, "health and metrics").await?;
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let health = tokio::spawn(server::serve_plain(
+        health_listener,
+        server::health_router(metrics.clone(), ready.clone()),
+        shutdown.clone(),
+    ));
+    if let Some(files) = files {
+        tokio::spawn(tls::watch(
+            files,
+            resolver,
+            args.tls_reload_interval,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    let limits = Limits::default();
+    let router = server::webhook_router(Arc::new(config.clone()), metrics, &limits);
+    tracing::info!(
+        listen = %webhook_listener.local_addr()?,
+        metrics = %args.metrics_listen,
+        mode = config.mode.as_str(),
+        "serving admission webhook"
+    );
+    ready.store(true, Ordering::Release);
+    let https = server::serve_https(
+        webhook_listener,
+        tls_config,
+        router,
+        limits,
+        shutdown.clone(),
+    );
+    https.await;
+    ready.store(false, Ordering::Release);
+    shutdown.cancel();
+    health.await?.context("health listener failed")?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cancels `shutdown` on SIGTERM (kubelet) or SIGINT (terminal).
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => tracing::info!("SIGTERM: finishing in-flight requests"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: finishing in-flight requests"),
+        _ = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
 }
