@@ -40,7 +40,15 @@ pub struct Catalog {
 }
 
 /// (name, ports, IANA port names, wire, enabled by default)
-const BUILTIN: &[(&str, &[u16], &[&str], Wire, bool)] = &[
+type BuiltinEntry = (
+    &'static str,
+    &'static [u16],
+    &'static [&'static str],
+    Wire,
+    bool,
+);
+
+const BUILTIN: &[BuiltinEntry] = &[
     ("smtp", &[25], &["smtp"], Wire::ServerFirst, true),
     (
         "submission",

@@ -239,7 +239,7 @@ mod tests {
             },
         ] {
             assert!(
-                verify(&view, &build(&view, &[change.clone()])).is_err(),
+                verify(&view, &build(&view, std::slice::from_ref(&change))).is_err(),
                 "{change:?}"
             );
         }

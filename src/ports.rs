@@ -44,7 +44,7 @@ pub fn parse_port_list(list: &str) -> Result<Vec<u16>, PortListError> {
 /// Parses a list of ports for matching: like [`parse_port_list`] but port 0 is rejected too.
 pub fn parse_nonzero_port_list(list: &str) -> Result<Vec<u16>, PortListError> {
     let ports = parse_port_list(list)?;
-    match ports.iter().any(|&port| port == 0) {
+    match ports.contains(&0) {
         true => Err(PortListError {
             list: list.to_string(),
             element: "0".to_string(),

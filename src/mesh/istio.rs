@@ -138,14 +138,14 @@ fn find_flag<'v>(
                     value: value.as_ref(),
                 });
             }
-        } else if let Some((flag, value)) = token.split_once('=') {
-            if let Some(name) = names.iter().find(|name| **name == flag) {
-                found = Some(FlagValue {
-                    arg: index,
-                    flag: Some(name),
-                    value,
-                });
-            }
+        } else if let Some((flag, value)) = token.split_once('=')
+            && let Some(name) = names.iter().find(|name| **name == flag)
+        {
+            found = Some(FlagValue {
+                arg: index,
+                flag: Some(name),
+                value,
+            });
         }
     }
     found

@@ -1,0 +1,188 @@
+//! The `serverfirst serve` binary as an operator runs it: README command, signals, bad flags.
+
+mod webhook_support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const REVIEW: &str = include_str!("fixtures/review-mail-deployment.json");
+
+/// Kills the server by PID when the test ends, also on failure.
+struct Server {
+    child: Child,
+    webhook: SocketAddr,
+    ca_pem: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_self_signed() -> Server {
+    let (webhook, metrics) = (free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_serverfirst"))
+        .args([
+            "serve",
+            "--self-signed",
+            "--listen",
+            &format!("127.0.0.1:{webhook}"),
+        ])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ca_pem = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    while !ca_pem.contains("-----END CERTIFICATE-----") {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "stdout closed before the CA was printed"
+        );
+        ca_pem.push_str(&line);
+    }
+    let server = Server {
+        child,
+        webhook: ([127, 0, 0, 1], webhook).into(),
+        ca_pem,
+    };
+    wait_ready(metrics);
+    server
+}
+
+fn wait_ready(metrics_port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", metrics_port)) {
+            use std::io::Write;
+            let _ =
+                stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut response = String::new();
+            let _ = stream.read_to_string(&mut response);
+            if response.starts_with("HTTP/1.1 200") {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "server not ready within 10s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn self_signed_serve_answers_with_a_patch() {
+    let server = start_self_signed();
+    let (status, body) = webhook_support::post(
+        server.webhook,
+        &server.ca_pem,
+        "/mutate",
+        REVIEW.into(),
+        false,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let response: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(response["response"]["patchType"], "JSONPatch");
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_request_in_flight_and_exits_zero() {
+    let mut server = start_self_signed();
+    let mut tls = webhook_support::connect_tls(server.webhook, &server.ca_pem, &[b"http/1.1"])
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        REVIEW.len()
+    );
+    let (first, rest) = REVIEW.as_bytes().split_at(REVIEW.len() / 2);
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(first).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // No new connections once shutdown began.
+    assert!(
+        webhook_support::connect_tls(server.webhook, &server.ca_pem, &[])
+            .await
+            .is_err()
+    );
+
+    tls.write_all(rest).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("JSONPatch"), "{response}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[test]
+fn bad_flags_and_files_give_a_clear_error_and_exit_2() {
+    let cases: [(&[&str], &str); 3] = [
+        (&["serve"], "--tls-cert"),
+        (
+            &[
+                "serve",
+                "--tls-cert",
+                "/nonexistent/tls.crt",
+                "--tls-key",
+                "/nonexistent/tls.key",
+            ],
+            "/nonexistent/tls.crt",
+        ),
+        (
+            &[
+                "serve",
+                "--self-signed",
+                "--config",
+                "/nonexistent/config.yaml",
+            ],
+            "/nonexistent/config.yaml",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_serverfirst"))
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

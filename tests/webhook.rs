@@ -1,0 +1,295 @@
+//! The webhook over real TLS on 127.0.0.1: real AdmissionReview v1 bodies in, patches out.
+
+mod webhook_support;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Value, json};
+use serverfirst::certs;
+use serverfirst::config::{Config, Mode};
+use serverfirst::metrics::Metrics;
+use serverfirst::server::Limits;
+use serverfirst::tls::{self, CertFiles};
+use webhook_support::{TestServer, post, served_certificate};
+
+const REVIEW: &str = include_str!("fixtures/review-mail-deployment.json");
+
+fn review() -> Value {
+    serde_json::from_str(REVIEW).unwrap()
+}
+
+fn patch_of(response: &Value) -> Option<json_patch::Patch> {
+    let encoded = response["response"]["patch"].as_str()?;
+    assert_eq!(response["response"]["patchType"], "JSONPatch");
+    Some(serde_json::from_slice(&BASE64.decode(encoded).unwrap()).unwrap())
+}
+
+async fn post_json(server: &TestServer, path: &str, body: &Value) -> Value {
+    let (status, bytes) = server.post(path, serde_json::to_vec(body).unwrap()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn mutate_patch_applied_to_the_request_object_yields_the_expected_pod() {
+    let server = TestServer::start(Config::default(), Limits::default()).await;
+    let request = review();
+    let response = post_json(&server, "/mutate", &request).await;
+    assert_eq!(response["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(response["kind"], "AdmissionReview");
+    assert_eq!(response["response"]["uid"], request["request"]["uid"]);
+    assert_eq!(response["response"]["allowed"], true);
+
+    let mut pod = request["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch_of(&response).expect("a patch")).unwrap();
+    let mut expected = request["request"]["object"].clone();
+    let annotations = expected["metadata"]["annotations"].as_object_mut().unwrap();
+    annotations.insert(
+        "traffic.sidecar.istio.io/excludeInboundPorts".into(),
+        json!("25,465,587"),
+    );
+    annotations.insert("serverfirst.dev/excluded-ports".into(), json!("25,465,587"));
+    assert_eq!(pod, expected);
+
+    // Reinvocation with the patched pod: nothing more to do.
+    let mut again = request.clone();
+    again["request"]["object"] = pod;
+    let response = post_json(&server, "/mutate", &again).await;
+    assert!(patch_of(&response).is_none(), "{response}");
+}
+
+#[tokio::test]
+async fn mutate_merges_with_existing_annotations_and_creates_missing_map() {
+    let server = TestServer::start(Config::default(), Limits::default()).await;
+    let mut request = review();
+    let object = &mut request["request"]["object"];
+    object["metadata"]["annotations"] =
+        json!({"traffic.sidecar.istio.io/excludeInboundPorts": "9090, 8080"});
+    let response = post_json(&server, "/mutate", &request).await;
+    let mut pod = request["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch_of(&response).unwrap()).unwrap();
+    assert_eq!(
+        pod["metadata"]["annotations"]["traffic.sidecar.istio.io/excludeInboundPorts"],
+        "25,465,587,8080,9090"
+    );
+
+    request["request"]["object"]["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("annotations");
+    let response = post_json(&server, "/mutate", &request).await;
+    let mut pod = request["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch_of(&response).unwrap()).unwrap();
+    assert_eq!(
+        pod["metadata"]["annotations"]["serverfirst.dev/excluded-ports"],
+        "25,465,587"
+    );
+}
+
+#[tokio::test]
+async fn already_injected_pod_gets_istio_init_amended() {
+    let server = TestServer::start(Config::default(), Limits::default()).await;
+    let mut request = review();
+    request["request"]["object"]["spec"]["initContainers"] = json!([{
+        "name": "istio-init", "image": "docker.io/istio/proxyv2:1.24.0",
+        "args": ["istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*",
+                 "-x", "", "-b", "*", "-d", "15090,15021,15020", "--log_output_level=default:info"]}]);
+    let response = post_json(&server, "/mutate", &request).await;
+    let mut pod = request["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch_of(&response).unwrap()).unwrap();
+    assert_eq!(
+        pod["spec"]["initContainers"][0]["args"][16],
+        "15090,15021,15020,25,465,587"
+    );
+}
+
+#[tokio::test]
+async fn audit_endpoint_and_audit_mode_never_patch() {
+    let server = TestServer::start(Config::default(), Limits::default()).await;
+    let response = post_json(&server, "/audit", &review()).await;
+    assert!(patch_of(&response).is_none());
+    assert_eq!(
+        response["response"]["warnings"],
+        json!(["serverfirst: would exclude inbound ports 25,465,587 from sidecar capture"])
+    );
+    assert_eq!(
+        response["response"]["auditAnnotations"],
+        json!({"would-exclude-inbound-ports": "25,465,587"})
+    );
+
+    let audit_config = Config {
+        mode: Mode::Audit,
+        ..Config::default()
+    };
+    let server = TestServer::start(audit_config, Limits::default()).await;
+    let response = post_json(&server, "/mutate", &review()).await;
+    assert!(patch_of(&response).is_none());
+    assert!(server.metrics.encode().contains(r#"serverfirst_admission_reviews_total{endpoint="mutate",mode="audit",outcome="would_patch"} 1"#));
+}
+
+#[tokio::test]
+async fn http2_gets_the_same_answer() {
+    let server = TestServer::start(Config::default(), Limits::default()).await;
+    let body = bytes::Bytes::from(REVIEW);
+    let (status1, body1) = post(
+        server.addr,
+        &server.bundle.ca_pem,
+        "/mutate",
+        body.clone(),
+        false,
+    )
+    .await;
+    let (status2, body2) = post(server.addr, &server.bundle.ca_pem, "/mutate", body, true).await;
+    assert_eq!((status1, status2), (200, 200));
+    assert_eq!(body1, body2);
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_400_with_a_json_error_and_oversize_gets_413() {
+    let limits = Limits {
+        max_body_bytes: 64 * 1024,
+        ..Limits::default()
+    };
+    let server = TestServer::start(Config::default(), limits).await;
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"this is not json".to_vec(), "not a valid AdmissionReview"),
+        (br#"{"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {"uid": "1"}}"#.to_vec(), "apiVersion"),
+        (br#"{"apiVersion": "admission.k8s.io/v1", "kind": "Pod"}"#.to_vec(), "kind must be"),
+        (br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}"#.to_vec(), "no request"),
+        (Vec::new(), "not a valid AdmissionReview"),
+    ];
+    for (body, expected) in cases {
+        let (status, bytes) = server.post("/mutate", body).await;
+        assert_eq!(status, 400);
+        let error: Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(
+            error["error"].as_str().unwrap().contains(expected),
+            "{error}"
+        );
+    }
+    let (status, bytes) = server.post("/mutate", vec![b' '; 64 * 1024 + 1]).await;
+    assert_eq!(status, 413);
+    let error: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds the limit of 65536 bytes"),
+        "{error}"
+    );
+    let metrics = server.metrics.encode();
+    assert!(
+        metrics.contains(r#"serverfirst_rejected_requests_total{reason="invalid_request"} 5"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"serverfirst_rejected_requests_total{reason="body_too_large"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn default_body_limit_is_three_mebibytes() {
+    let server = TestServer::start(Config::default(), Limits::default()).await;
+    let (status, _) = server
+        .post("/mutate", vec![b' '; 3 * 1024 * 1024 + 1])
+        .await;
+    assert_eq!(status, 413);
+    // Just under the limit is read and judged on its content.
+    let (status, _) = server.post("/mutate", vec![b' '; 3 * 1024 * 1024]).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn rotated_certificate_is_served_on_the_next_handshake_and_a_bad_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let server = TestServer::start(Config::default(), Limits::default()).await;
+    std::fs::write(&cert_path, &server.bundle.cert_pem).unwrap();
+    std::fs::write(&key_path, &server.bundle.key_pem).unwrap();
+    let (files, _) = CertFiles::load(cert_path.clone(), key_path.clone()).unwrap();
+    let metrics = std::sync::Arc::new(Metrics::new());
+    tokio::spawn(tls::watch(
+        files,
+        server.resolver.clone(),
+        Duration::from_millis(20),
+        metrics.clone(),
+        server.shutdown.clone(),
+    ));
+    let first = served_certificate(server.addr, &server.bundle.ca_pem)
+        .await
+        .unwrap();
+
+    // A new pair from a new CA, swapped in the way the kubelet does: a new directory, then
+    // an atomic rename of the symlink the files are read through.
+    let rotated = certs::generate(&["localhost".into()], 1).unwrap();
+    let data = dir.path().join("..2026_11_28");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("tls.crt"), &rotated.cert_pem).unwrap();
+    std::fs::write(data.join("tls.key"), &rotated.key_pem).unwrap();
+    std::os::unix::fs::symlink(&data, dir.path().join("..data_tmp")).unwrap();
+    std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+    std::fs::remove_file(&cert_path).unwrap();
+    std::fs::remove_file(&key_path).unwrap();
+    std::os::unix::fs::symlink("..data/tls.crt", &cert_path).unwrap();
+    std::os::unix::fs::symlink("..data/tls.key", &key_path).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match served_certificate(server.addr, &rotated.ca_pem).await {
+            Ok(der) if !der.is_empty() && der != first => break,
+            _ if Instant::now() > deadline => panic!("rotated certificate not served within 5s"),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    // The old CA no longer verifies the server; the new one does, and requests work.
+    assert!(
+        served_certificate(server.addr, &server.bundle.ca_pem)
+            .await
+            .is_err()
+    );
+    let (status, _) = post(
+        server.addr,
+        &rotated.ca_pem,
+        "/mutate",
+        REVIEW.into(),
+        false,
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // A broken pair is counted and the rotated one keeps serving.
+    std::fs::write(data.join("tls.key"), "not a key").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !metrics
+        .encode()
+        .contains(r#"serverfirst_tls_reloads_total{result="failure"} 1"#)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "bad reload not counted: {}",
+            metrics.encode()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        served_certificate(server.addr, &rotated.ca_pem)
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_returns() {
+    let mut server = TestServer::start(Config::default(), Limits::default()).await;
+    let (status, _) = server.post("/mutate", REVIEW).await;
+    assert_eq!(status, 200);
+    server.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), &mut server.task)
+        .await
+        .expect("server stops")
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
+}
