@@ -16,7 +16,9 @@
 //! - [`server`]: the HTTPS webhook and the plain-HTTP health/metrics listener.
 //! - [`tls`]: serving certificate loading and hot reload.
 //! - [`metrics`]: the Prometheus metrics.
+//! - [`manifests`]: offline manifests → pod templates → decisions and rendered YAML.
 //! - [`certs`]: a private CA and serving certificate for the webhook Service.
+//! - [`report`]: terminal tables for the reporting commands.
 //! - [`smtp`]: the reference SMTP server used by end-to-end tests and smoke tests.
 //! - [`probe`]: time-to-banner diagnosis of a `host:port`.
 //! - [`cli`]: the command line; the binary only dispatches to it.
@@ -27,12 +29,14 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod detect;
+pub mod manifests;
 pub mod mesh;
 pub mod metrics;
 pub mod patch;
 pub mod pod;
 pub mod ports;
 pub mod probe;
+pub mod report;
 pub mod server;
 pub mod smtp;
 pub mod tls;

@@ -2,8 +2,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::catalog::Catalog;
-use crate::config::Config;
 use crate::ports::format_port_list;
+use crate::report;
 
 #[derive(Debug, clap::Args)]
 pub struct CatalogArgs {
@@ -22,10 +22,7 @@ enum Output {
 }
 
 pub fn run(args: CatalogArgs) -> anyhow::Result<ExitCode> {
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let config = super::load_config(args.config.as_deref())?;
     let text = match args.output {
         Output::Json => serde_json::to_string_pretty(&config.catalog)? + "\n",
         Output::Text => table(&config.catalog),
@@ -35,11 +32,11 @@ pub fn run(args: CatalogArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn table(catalog: &Catalog) -> String {
-    let rows: Vec<[String; 5]> = catalog
+    let rows: Vec<Vec<String>> = catalog
         .protocols
         .iter()
         .map(|p| {
-            [
+            vec![
                 p.name.clone(),
                 format_port_list(p.ports.iter().copied()),
                 p.port_names.join(","),
@@ -48,22 +45,8 @@ fn table(catalog: &Catalog) -> String {
             ]
         })
         .collect();
-    let header = ["PROTOCOL", "PORTS", "PORT NAMES", "WIRE", "ENABLED"].map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    report::table(
+        &["PROTOCOL", "PORTS", "PORT NAMES", "WIRE", "ENABLED"],
+        &rows,
+    )
 }

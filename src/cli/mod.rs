@@ -2,7 +2,9 @@
 
 mod catalog;
 mod certs;
+mod check;
 mod probe;
+mod render;
 mod serve;
 mod smtp;
 
@@ -34,6 +36,10 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Print the effective catalog of server-first protocols.
     Catalog(catalog::CatalogArgs),
+    /// Report what serverfirst would change in manifests (offline, no cluster).
+    Check(check::CheckArgs),
+    /// Write manifests with the exclusions added to each pod template.
+    Render(render::RenderArgs),
     /// Generate a CA and a serving certificate for the webhook Service.
     Certs(certs::CertsArgs),
     /// Diagnose a server-first stall: connect, wait for the banner, report.
@@ -49,8 +55,18 @@ impl Cli {
             Command::Serve(args) => serve::run(args).await,
             Command::Catalog(args) => catalog::run(args),
             Command::Certs(args) => certs::run(args),
+            Command::Check(args) => check::run(args),
+            Command::Render(args) => render::run(args),
             Command::Probe(args) => probe::run(args).await,
             Command::Smtp(args) => smtp::run(args).await,
         }
     }
+}
+
+/// The configuration at `path`, or the defaults.
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<crate::config::Config> {
+    Ok(match path {
+        Some(path) => crate::config::Config::load(path)?,
+        None => crate::config::Config::default(),
+    })
 }

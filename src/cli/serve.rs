@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::certs;
-use crate::config::{Config, Mode};
+use crate::config::Mode;
 use crate::metrics::Metrics;
 use crate::server::{self, Limits};
 use crate::tls::{self, CertFiles, CertResolver};
@@ -50,10 +50,7 @@ enum ModeArg {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let mut config = super::load_config(args.config.as_deref())?;
     if let Some(mode) = args.mode {
         config.mode = match mode {
             ModeArg::Enforce => Mode::Enforce,

@@ -1,0 +1,109 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::manifests::{self, Row, Status};
+use crate::ports::format_port_list;
+use crate::report;
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Manifest file, directory (searched for .yaml/.yml/.json) or `-` for standard input.
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
+    file: PathBuf,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// YAML configuration file (catalog overrides, mesh defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+/// Exit codes: 0 nothing to change, 1 something would be patched, 2 errors.
+pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let config = super::load_config(args.config.as_deref())?;
+    let rows = check_sources(manifests::read_sources(&args.file), &config);
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Output::Text => print!("{}", text(&rows)),
+    }
+    eprintln!("{}", summary(&rows));
+    Ok(ExitCode::from(manifests::exit_code(&rows)))
+}
+
+pub(super) fn check_sources(sources: Vec<manifests::Source>, config: &Config) -> Vec<Row> {
+    sources
+        .into_iter()
+        .flat_map(|source| match source.text {
+            Ok(text) => manifests::check_text(&source.name, &text, config),
+            Err(message) => vec![Row::unreadable(&source.name, message)],
+        })
+        .collect()
+}
+
+fn text(rows: &[Row]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let detail = match row.changes.is_empty() {
+                true => row.message.clone(),
+                false => row
+                    .changes
+                    .iter()
+                    .map(|c| format!("{}={:?}", c.annotation, c.value))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            };
+            vec![
+                format!("{}:{}", row.file, row.line),
+                row.document.to_string(),
+                row.kind.clone(),
+                row.namespace.clone(),
+                row.name.clone(),
+                row.status.as_str().to_string(),
+                format_port_list(row.ports.iter().copied()),
+                detail,
+            ]
+        })
+        .collect();
+    let mut out = report::table(
+        &[
+            "FILE:LINE",
+            "DOC",
+            "KIND",
+            "NAMESPACE",
+            "NAME",
+            "STATUS",
+            "PORTS",
+            "CHANGE / NOTE",
+        ],
+        &cells,
+    );
+    for row in rows {
+        for warning in &row.warnings {
+            out.push_str(&format!(
+                "warning: {}:{} (document {}): {warning}\n",
+                row.file, row.line, row.document
+            ));
+        }
+    }
+    out
+}
+
+pub(super) fn summary(rows: &[Row]) -> String {
+    let count = |status| rows.iter().filter(|r| r.status == status).count();
+    format!(
+        "{} objects: {} would-patch, {} protected, {} not-applicable, {} errors",
+        rows.len(),
+        count(Status::WouldPatch),
+        count(Status::Protected),
+        count(Status::NotApplicable),
+        count(Status::Error)
+    )
+}

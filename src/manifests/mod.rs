@@ -1,0 +1,624 @@
+//! Offline manifests: multi-document YAML or JSON → pod templates of workload kinds → the same
+//! decisions the webhook makes, and the same documents with the changes applied.
+//!
+//! Documents are split on `---` markers and parsed one by one, so a broken document is reported
+//! and the others are still processed. Rendering rewrites only the documents that change; the
+//! rest are written back byte for byte (comments included).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::mesh::{Change, Decision, decide};
+use crate::patch;
+use crate::pod::PodView;
+
+mod text_edit;
+
+/// One YAML document of a stream, with the line it starts on (1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawDocument<'a> {
+    pub line: usize,
+    pub text: &'a str,
+}
+
+/// Splits a YAML stream at `---` document markers (kept with the document they open).
+pub fn split_documents(stream: &str) -> Vec<RawDocument<'_>> {
+    let mut documents = Vec::new();
+    let (mut start, mut start_line, mut offset) = (0, 1, 0);
+    for (number, line) in stream.split_inclusive('\n').enumerate() {
+        let marker = line
+            .strip_prefix("---")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']));
+        if marker && offset > start {
+            documents.push(RawDocument {
+                line: start_line,
+                text: &stream[start..offset],
+            });
+            (start, start_line) = (offset, number + 1);
+        }
+        offset += line.len();
+    }
+    if offset > start || documents.is_empty() {
+        documents.push(RawDocument {
+            line: start_line,
+            text: &stream[start..],
+        });
+    }
+    documents
+}
+
+/// Parses one document; `Ok(None)` when it holds nothing (comments, bare markers).
+pub fn parse_document(document: &RawDocument<'_>) -> Result<Option<Value>, String> {
+    if document.text.lines().all(|l| is_blank_or_marker(l.trim())) {
+        return Ok(None);
+    }
+    let value: Value =
+        serde_saphyr::from_str(document.text).map_err(|error| yaml_error(document, &error))?;
+    Ok((!value.is_null()).then_some(value))
+}
+
+/// A one-line message with the line number in the file, not in the document.
+fn yaml_error(document: &RawDocument<'_>, error: &serde_saphyr::Error) -> String {
+    let message = error.without_snippet().to_string();
+    let Some(location) = error.location() else {
+        return format!("invalid YAML: {message}");
+    };
+    let reason = message
+        .split_once("column ")
+        .and_then(|(_, rest)| rest.split_once(": "))
+        .map_or(message.as_str(), |(_, reason)| reason);
+    let reason = reason
+        .rsplit_once(" at line ")
+        .map_or(reason, |(reason, _)| reason);
+    let line = document.line
+        + usize::try_from(location.line())
+            .unwrap_or(1)
+            .saturating_sub(1);
+    format!(
+        "invalid YAML at line {line}, column {}: {reason}",
+        location.column()
+    )
+}
+
+fn is_blank_or_marker(line: &str) -> bool {
+    line.is_empty()
+        || line.starts_with('#')
+        || line == "---"
+        || line == "..."
+        || line.starts_with("--- #")
+}
+
+/// Where a pod template sits in an object of `kind`, as JSON pointer tokens.
+pub fn template_path(kind: &str) -> Option<&'static [&'static str]> {
+    match kind {
+        "Pod" => Some(&[]),
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "Job"
+        | "ReplicationController" => Some(&["spec", "template"]),
+        "CronJob" => Some(&["spec", "jobTemplate", "spec", "template"]),
+        _ => None,
+    }
+}
+
+/// What one object in a document is, and what serverfirst makes of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectReport {
+    /// Index in a `kind: List`'s `items`, if the object came from one.
+    pub item: Option<usize>,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// A workload: the decision for its pod template.
+    Decided(Decision),
+    /// A kind without a pod template (Service, ConfigMap, ...).
+    NoPodTemplate,
+    /// A workload whose template cannot be used; the message says why.
+    Invalid(String),
+}
+
+/// Decides every object of a parsed document (the items of a `List` one by one).
+pub fn check_value(value: &Value, config: &Config) -> Vec<ObjectReport> {
+    objects(value)
+        .map(|(item, object)| report(item, object, config))
+        .collect()
+}
+
+/// Applies the decisions to a parsed document; returns the reports and whether it changed.
+pub fn render_value(value: &mut Value, config: &Config) -> (Vec<ObjectReport>, bool) {
+    if is_list(value_kind_of(value))
+        && let Some(Value::Array(items)) = value.get_mut("items")
+    {
+        let mut changed = false;
+        let reports = items
+            .iter_mut()
+            .enumerate()
+            .map(|(index, item)| {
+                let (report, did_change) = render_object(Some(index), item, config);
+                changed |= did_change;
+                report
+            })
+            .collect();
+        return (reports, changed);
+    }
+    let (report, changed) = render_object(None, value, config);
+    (vec![report], changed)
+}
+
+fn value_kind_of(value: &Value) -> &str {
+    value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+fn is_list(kind: &str) -> bool {
+    kind == "List" || kind.ends_with("List")
+}
+
+fn objects(value: &Value) -> Box<dyn Iterator<Item = (Option<usize>, &Value)> + '_> {
+    match value.get("items").and_then(Value::as_array) {
+        Some(items) if is_list(value_kind_of(value)) => {
+            Box::new(items.iter().enumerate().map(|(i, v)| (Some(i), v)))
+        }
+        _ => Box::new(std::iter::once((None, value))),
+    }
+}
+
+fn report(item: Option<usize>, object: &Value, config: &Config) -> ObjectReport {
+    let kind = value_kind_of(object).to_string();
+    let metadata = object.get("metadata");
+    let field = |key: &str| {
+        metadata
+            .and_then(|m| m.get(key))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let verdict = match template_path(&kind) {
+        None => Verdict::NoPodTemplate,
+        Some(path) => match template(object, path) {
+            Err(message) => Verdict::Invalid(message),
+            Ok(template) => match PodView::deserialize(template) {
+                Ok(pod) => Verdict::Decided(decide(&pod, config)),
+                Err(error) => {
+                    Verdict::Invalid(format!("pod template is not a valid pod spec: {error}"))
+                }
+            },
+        },
+    };
+    ObjectReport {
+        item,
+        kind,
+        namespace: field("namespace"),
+        name: field("name"),
+        verdict,
+    }
+}
+
+fn template<'v>(object: &'v Value, path: &[&str]) -> Result<&'v Value, String> {
+    let mut current = object;
+    for token in path {
+        current = current
+            .get(token)
+            .ok_or_else(|| format!("no {} in this {}", path.join("."), value_kind_of(object)))?;
+    }
+    let containers = current
+        .pointer("/spec/containers")
+        .and_then(Value::as_array);
+    match containers {
+        Some(containers) if !containers.is_empty() => Ok(current),
+        _ => Err("pod template has no containers".to_string()),
+    }
+}
+
+fn render_object(item: Option<usize>, object: &mut Value, config: &Config) -> (ObjectReport, bool) {
+    let report = report(item, object, config);
+    let Verdict::Decided(decision) = &report.verdict else {
+        return (report, false);
+    };
+    if decision.changes().is_empty() {
+        return (report, false);
+    }
+    let path = template_path(&report.kind).unwrap_or_default();
+    let pointer: String = path.iter().map(|token| format!("/{token}")).collect();
+    let Some(template) = object.pointer_mut(&pointer) else {
+        return (report, false);
+    };
+    let applied = match PodView::deserialize(&*template) {
+        Ok(pod) => {
+            let patch = patch::build(&pod, decision.changes());
+            drop(pod);
+            json_patch::patch(template, &patch.0).map_err(|e| e.to_string())
+        }
+        Err(error) => Err(error.to_string()),
+    };
+    match applied {
+        Ok(()) => (report, true),
+        Err(error) => {
+            let report = ObjectReport {
+                verdict: Verdict::Invalid(format!("cannot apply the change: {error}")),
+                ..report
+            };
+            (report, false)
+        }
+    }
+}
+
+/// One row of a `check`/`render` report: an object of a document, or a document's error.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Row {
+    pub file: String,
+    /// 1-based position of the document in its file.
+    pub document: usize,
+    /// Line the document starts on.
+    pub line: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<usize>,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub status: Status,
+    pub ports: Vec<u16>,
+    pub changes: Vec<AnnotationOut>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AnnotationOut {
+    pub annotation: String,
+    pub value: String,
+}
+
+/// The verdict on one pod template, in the words every report uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Server-first ports present and not captured.
+    Protected,
+    /// serverfirst would change it.
+    WouldPatch,
+    /// Nothing server-first, skipped on purpose, or no pod template.
+    NotApplicable,
+    /// The document or template could not be used.
+    Error,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Protected => "protected",
+            Status::WouldPatch => "would-patch",
+            Status::NotApplicable => "not-applicable",
+            Status::Error => "error",
+        }
+    }
+}
+
+impl Row {
+    fn new(file: &str, document: usize, line: usize) -> Row {
+        Row {
+            file: file.to_string(),
+            document,
+            line,
+            item: None,
+            kind: String::new(),
+            namespace: String::new(),
+            name: String::new(),
+            status: Status::Error,
+            ports: Vec::new(),
+            changes: Vec::new(),
+            message: String::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// A file that could not be read at all.
+    pub fn unreadable(file: &str, message: String) -> Row {
+        Row::error(file, 0, 0, message)
+    }
+
+    fn error(file: &str, document: usize, line: usize, message: String) -> Row {
+        Row {
+            message,
+            ..Row::new(file, document, line)
+        }
+    }
+
+    fn from_report(file: &str, document: usize, line: usize, report: ObjectReport) -> Row {
+        let mut row = Row {
+            item: report.item,
+            kind: report.kind,
+            namespace: report.namespace,
+            name: report.name,
+            ..Row::new(file, document, line)
+        };
+        match report.verdict {
+            Verdict::NoPodTemplate => {
+                row.status = Status::NotApplicable;
+                row.message = format!(
+                    "kind {} has no pod template",
+                    if row.kind.is_empty() {
+                        "(none)"
+                    } else {
+                        &row.kind
+                    }
+                );
+            }
+            Verdict::Invalid(message) => row.message = message,
+            Verdict::Decided(decision) => {
+                row.warnings = decision.warnings().to_vec();
+                match decision {
+                    Decision::Skipped(reason) => {
+                        row.status = Status::NotApplicable;
+                        row.message = reason.to_string();
+                    }
+                    Decision::NoPorts { .. } => {
+                        row.status = Status::NotApplicable;
+                        row.message = "no server-first ports".to_string();
+                    }
+                    Decision::Planned(plan) => {
+                        row.ports = plan.ports.iter().copied().collect();
+                        row.status = if plan.changes.is_empty() {
+                            Status::Protected
+                        } else {
+                            Status::WouldPatch
+                        };
+                        row.changes = plan
+                            .changes
+                            .iter()
+                            .filter_map(|change| match change {
+                                Change::SetAnnotation { key, value } => Some(AnnotationOut {
+                                    annotation: key.clone(),
+                                    value: value.clone(),
+                                }),
+                                _ => None,
+                            })
+                            .collect();
+                    }
+                }
+            }
+        }
+        row
+    }
+}
+
+/// Reports every document of one file (or stdin) named `file`.
+pub fn check_text(file: &str, text: &str, config: &Config) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (index, document) in split_documents(text).into_iter().enumerate() {
+        match parse_document(&document) {
+            Ok(None) => {}
+            Ok(Some(value)) => rows.extend(
+                check_value(&value, config)
+                    .into_iter()
+                    .map(|r| Row::from_report(file, index + 1, document.line, r)),
+            ),
+            Err(message) => rows.push(Row::error(file, index + 1, document.line, message)),
+        }
+    }
+    rows
+}
+
+/// Renders one file: the same documents, each changed one rewritten with the changes applied.
+pub fn render_text(file: &str, text: &str, config: &Config) -> (String, Vec<Row>) {
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut rows = Vec::new();
+    for (index, document) in split_documents(text).into_iter().enumerate() {
+        let mut value = match parse_document(&document) {
+            Ok(Some(value)) => value,
+            Ok(None) => {
+                out.push_str(document.text);
+                continue;
+            }
+            Err(message) => {
+                rows.push(Row::error(file, index + 1, document.line, message));
+                out.push_str(document.text);
+                continue;
+            }
+        };
+        let (reports, changed) = render_value(&mut value, config);
+        let rewritten = changed.then(|| match edit_text(&document, &value, &reports) {
+            Some(edited) => Ok(edited),
+            None => serialize_like(document.text, &value),
+        });
+        rows.extend(
+            reports
+                .into_iter()
+                .map(|r| Row::from_report(file, index + 1, document.line, r)),
+        );
+        match rewritten {
+            Some(Ok(rewritten)) => out.push_str(&rewritten),
+            Some(Err(message)) => {
+                rows.push(Row::error(file, index + 1, document.line, message));
+                out.push_str(document.text);
+            }
+            None => out.push_str(document.text),
+        }
+    }
+    (out, rows)
+}
+
+/// The document with its annotations set by editing lines (comments kept), when that yields
+/// exactly `expected`.
+fn edit_text(
+    document: &RawDocument<'_>,
+    expected: &Value,
+    reports: &[ObjectReport],
+) -> Option<String> {
+    let [
+        ObjectReport {
+            item: None,
+            kind,
+            verdict: Verdict::Decided(decision),
+            ..
+        },
+    ] = reports
+    else {
+        return None;
+    };
+    let annotations = decision
+        .changes()
+        .iter()
+        .map(|change| match change {
+            Change::SetAnnotation { key, value } => Some((key.as_str(), value.as_str())),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let metadata_path: Vec<&str> = template_path(kind)?
+        .iter()
+        .copied()
+        .chain(["metadata"])
+        .collect();
+    let edited = text_edit::set_annotations(document.text, &metadata_path, &annotations)?;
+    let reparsed = parse_document(&RawDocument {
+        line: document.line,
+        text: &edited,
+    })
+    .ok()??;
+    (reparsed == *expected).then_some(edited)
+}
+
+/// Serialises `value` as the original document was written: JSON stays JSON, YAML keeps its
+/// `---` marker.
+fn serialize_like(original: &str, value: &Value) -> Result<String, String> {
+    let body = original
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("---"));
+    if body.is_some_and(|l| l.starts_with('{') || l.starts_with('[')) {
+        return serde_json::to_string_pretty(value)
+            .map(|json| json + "\n")
+            .map_err(|e| e.to_string());
+    }
+    let yaml = serde_saphyr::to_string(value).map_err(|e| format!("cannot write YAML: {e}"))?;
+    let marker = original
+        .lines()
+        .find(|l| l.starts_with("---"))
+        .map(|l| format!("{}\n", l.trim_end()));
+    Ok(marker.unwrap_or_default() + &yaml)
+}
+
+/// A file (or stdin) to read manifests from.
+#[derive(Debug)]
+pub struct Source {
+    pub name: String,
+    pub text: Result<String, String>,
+}
+
+/// The manifests at `path`: a file, every `.yaml`/`.yml`/`.json` below a directory (sorted),
+/// or standard input for `-`.
+pub fn read_sources(path: &Path) -> Vec<Source> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        let text = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map(|_| text)
+            .map_err(|e| format!("cannot read standard input: {e}"));
+        return vec![Source {
+            name: "-".to_string(),
+            text,
+        }];
+    }
+    let mut files = Vec::new();
+    if path.is_dir() {
+        collect_files(path, &mut files);
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    files
+        .into_iter()
+        .map(|file| Source {
+            name: file.display().to_string(),
+            text: std::fs::read_to_string(&file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display())),
+        })
+        .collect()
+}
+
+fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        files.push(dir.to_path_buf());
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(&path, files);
+        } else if path
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        {
+            files.push(path);
+        }
+    }
+}
+
+/// Exit code of `check`/`render`/`audit`: 2 on errors, 1 when something needs a change, else 0.
+pub fn exit_code(rows: &[Row]) -> u8 {
+    if rows.iter().any(|r| r.status == Status::Error) {
+        2
+    } else if rows.iter().any(|r| r.status == Status::WouldPatch) {
+        1
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_document_markers_only() {
+        let stream = "a: 1\n---\nb: 2\n--- # comment\nc: |\n  ---x\n---\n";
+        let docs = split_documents(stream);
+        let texts: Vec<(usize, &str)> = docs.iter().map(|d| (d.line, d.text)).collect();
+        assert_eq!(
+            texts,
+            [
+                (1, "a: 1\n"),
+                (2, "---\nb: 2\n"),
+                (4, "--- # comment\nc: |\n  ---x\n"),
+                (7, "---\n")
+            ]
+        );
+        assert_eq!(split_documents("").len(), 1);
+        assert_eq!(split_documents("---\na: 1\n")[0].text, "---\na: 1\n");
+    }
+
+    #[test]
+    fn empty_documents_hold_nothing() {
+        for text in ["", "---\n", "# only a comment\n", "---\n...\n", "null\n"] {
+            assert_eq!(
+                parse_document(&RawDocument { line: 1, text }),
+                Ok(None),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn template_paths_by_kind() {
+        assert_eq!(template_path("Pod"), Some(&[][..]));
+        assert_eq!(
+            template_path("CronJob"),
+            Some(&["spec", "jobTemplate", "spec", "template"][..])
+        );
+        assert_eq!(template_path("Service"), None);
+    }
+}

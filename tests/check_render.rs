@@ -1,0 +1,272 @@
+//! `check` and `render` over manifest fixtures: every workload kind, lists, broken documents.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use serverfirst::config::Config;
+use serverfirst::manifests::{self, Row, Status, check_text, render_text};
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(Path::new("tests/fixtures/manifests").join(name)).unwrap()
+}
+
+fn summary(rows: &[Row]) -> Vec<(String, String, Status, Vec<u16>)> {
+    rows.iter()
+        .map(|r| (r.kind.clone(), r.name.clone(), r.status, r.ports.clone()))
+        .collect()
+}
+
+fn row(
+    kind: &str,
+    name: &str,
+    status: Status,
+    ports: &[u16],
+) -> (String, String, Status, Vec<u16>) {
+    (kind.to_string(), name.to_string(), status, ports.to_vec())
+}
+
+#[test]
+fn check_finds_the_template_of_every_workload_kind() {
+    let rows = check_text(
+        "workloads.yaml",
+        &fixture("workloads.yaml"),
+        &Config::default(),
+    );
+    assert_eq!(
+        summary(&rows),
+        [
+            row("Pod", "relay", Status::WouldPatch, &[25]),
+            row("Deployment", "mox", Status::WouldPatch, &[25, 587]),
+            row("StatefulSet", "imap", Status::WouldPatch, &[110, 143]),
+            row("DaemonSet", "ftp", Status::WouldPatch, &[21, 30000]),
+            row("ReplicaSet", "ldap", Status::WouldPatch, &[389]),
+            row("Job", "smoke", Status::WouldPatch, &[2525]),
+            row("CronJob", "digest", Status::WouldPatch, &[1587]),
+            row(
+                "ReplicationController",
+                "legacy",
+                Status::WouldPatch,
+                &[587]
+            ),
+            row("Service", "mox", Status::NotApplicable, &[]),
+            row("Deployment", "web", Status::NotApplicable, &[]),
+        ]
+    );
+    assert_eq!(
+        rows[2].changes[0].value, "110,143,9090",
+        "merged with the existing exclude list"
+    );
+    assert_eq!((rows[1].document, rows[1].line), (2, 13));
+    assert_eq!(rows[8].message, "kind Service has no pod template");
+    assert_eq!(manifests::exit_code(&rows), 1);
+}
+
+#[test]
+fn check_reads_list_items() {
+    let rows = check_text("list.yaml", &fixture("list.yaml"), &Config::default());
+    assert_eq!(
+        summary(&rows),
+        [
+            row("Pod", "mox-7c9d5b8f6-x2k4q", Status::WouldPatch, &[587]),
+            row("Pod", "web-6b7f-abcde", Status::NotApplicable, &[]),
+        ]
+    );
+    assert_eq!((rows[0].item, rows[1].item), (Some(0), Some(1)));
+}
+
+#[test]
+fn broken_documents_are_reported_and_the_others_still_processed() {
+    let rows = check_text(
+        "mixed-invalid.yaml",
+        &fixture("mixed-invalid.yaml"),
+        &Config::default(),
+    );
+    assert_eq!(rows.len(), 5);
+    assert_eq!(
+        (rows[0].name.as_str(), rows[0].status),
+        ("first", Status::WouldPatch)
+    );
+    assert_eq!((rows[1].document, rows[1].status), (2, Status::Error));
+    assert!(
+        rows[1].message.starts_with("invalid YAML at line 12"),
+        "{}",
+        rows[1].message
+    );
+    assert_eq!(
+        (rows[2].name.as_str(), rows[2].status),
+        ("empty", Status::Error)
+    );
+    assert_eq!(rows[2].message, "pod template has no containers");
+    assert_eq!(
+        (rows[3].kind.as_str(), rows[3].status),
+        ("Widget", Status::NotApplicable)
+    );
+    assert_eq!(
+        (rows[4].name.as_str(), rows[4].status),
+        ("last", Status::WouldPatch)
+    );
+    assert_eq!(manifests::exit_code(&rows), 2);
+}
+
+#[test]
+fn render_adds_the_annotations_and_is_idempotent() {
+    let config = Config::default();
+    for name in [
+        "workloads.yaml",
+        "list.yaml",
+        "mixed-invalid.yaml",
+        "deployment.json",
+    ] {
+        let original = fixture(name);
+        let (rendered, _) = render_text(name, &original, &config);
+        let rows = check_text(name, &rendered, &config);
+        assert!(
+            rows.iter().all(|r| r.status != Status::WouldPatch),
+            "{name}: {rows:#?}"
+        );
+        let (again, _) = render_text(name, &rendered, &config);
+        assert_eq!(
+            again, rendered,
+            "{name}: render of a rendered file changes nothing"
+        );
+    }
+}
+
+#[test]
+fn render_keeps_comments_and_untouched_documents_byte_for_byte() {
+    let original = fixture("workloads.yaml");
+    let (rendered, _) = render_text("workloads.yaml", &original, &Config::default());
+    assert!(
+        rendered
+            .starts_with("# Every workload kind with a pod template, plus kinds without one.\n")
+    );
+    assert!(rendered.contains("        - name: mox  # the mail server\n"));
+    assert!(rendered.contains(
+        "      annotations:\n        traffic.sidecar.istio.io/excludeInboundPorts: \"25,587\"\n"
+    ));
+    let untouched = original
+        .split("---\n")
+        .filter(|d| d.contains("kind: Service") || d.contains("name: web"))
+        .collect::<Vec<_>>();
+    for document in untouched {
+        assert!(
+            rendered.contains(document),
+            "document rewritten:\n{document}"
+        );
+    }
+    // Same document order.
+    let kinds = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("kind: "))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kinds(&rendered), kinds(&original));
+}
+
+#[test]
+fn render_keeps_json_as_json_and_shrinks_an_include_list() {
+    let (rendered, _) = render_text(
+        "deployment.json",
+        &fixture("deployment.json"),
+        &Config::default(),
+    );
+    let value: Value = serde_json::from_str(&rendered).unwrap();
+    let annotations = &value["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(
+        annotations["traffic.sidecar.istio.io/includeInboundPorts"],
+        "8025"
+    );
+    assert_eq!(annotations["serverfirst.dev/excluded-ports"], "1025");
+}
+
+#[test]
+fn render_leaves_broken_documents_as_they_were() {
+    let original = fixture("mixed-invalid.yaml");
+    let (rendered, rows) = render_text("mixed-invalid.yaml", &original, &Config::default());
+    assert!(rendered.contains("metadata: {name: broken\nspec: [unclosed\n"));
+    assert!(rows.iter().any(|r| r.status == Status::Error));
+}
+
+fn serverfirst(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_serverfirst"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn cli_exit_codes_and_formats() {
+    let (code, stdout, _) = serverfirst(
+        &[
+            "check",
+            "-f",
+            "tests/fixtures/manifests/workloads.yaml",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    let rows: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(rows[1]["status"], "would-patch");
+    assert_eq!(rows[1]["file"], "tests/fixtures/manifests/workloads.yaml");
+
+    let (code, stdout, stderr) = serverfirst(&["check", "-f", "tests/fixtures/manifests"], None);
+    assert_eq!(code, 2, "a directory with a broken file");
+    assert!(
+        stdout.contains("tests/fixtures/manifests/mixed-invalid.yaml:8"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("errors"), "{stderr}");
+
+    let (code, rendered, _) = serverfirst(&["render", "-f", "-"], Some(&fixture("workloads.yaml")));
+    assert_eq!(code, 0);
+    let (code, _, _) = serverfirst(&["check", "-f", "-"], Some(&rendered));
+    assert_eq!(code, 0, "rendered manifests need nothing more");
+
+    let (code, _, stderr) = serverfirst(&["check", "-f", "/nonexistent.yaml"], None);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("1 errors"), "{stderr}");
+}
+
+#[test]
+fn render_in_place_rewrites_only_files_that_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let changed = dir.path().join("mail.yaml");
+    let unchanged = dir.path().join("web.yaml");
+    std::fs::write(&changed, fixture("workloads.yaml")).unwrap();
+    let web = "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {containers: [{name: w, image: nginx}]}\n";
+    std::fs::write(&unchanged, web).unwrap();
+    let (code, stdout, _) = serverfirst(
+        &["render", "--in-place", "-f", dir.path().to_str().unwrap()],
+        None,
+    );
+    assert_eq!((code, stdout.as_str()), (0, ""));
+    assert!(
+        std::fs::read_to_string(&changed)
+            .unwrap()
+            .contains("serverfirst.dev/excluded-ports")
+    );
+    assert_eq!(std::fs::read_to_string(&unchanged).unwrap(), web);
+}
