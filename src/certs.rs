@@ -16,6 +16,14 @@ pub struct CertBundle {
     pub key_pem: String,
 }
 
+impl CertBundle {
+    /// The CA certificate as a webhook configuration's `clientConfig.caBundle`: base64 of the PEM.
+    pub fn ca_bundle(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(&self.ca_pem)
+    }
+}
+
 impl std::fmt::Debug for CertBundle {
     // Never print the private key.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -92,5 +100,15 @@ mod tests {
         assert!(bundle.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(bundle.key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
         assert_ne!(bundle.ca_pem, bundle.cert_pem);
+    }
+
+    #[test]
+    fn ca_bundle_is_base64_of_the_ca_pem() {
+        use base64::Engine as _;
+        let bundle = generate(&["localhost".into()], 1).unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(bundle.ca_bundle())
+            .unwrap();
+        assert_eq!(decoded, bundle.ca_pem.as_bytes());
     }
 }
