@@ -6,6 +6,7 @@
 //! created and excludes them from sidecar capture, merged with what the Pod already says.
 //!
 //! # Layout
+//! - [`audit`]: live-cluster audit of running pods through the Kubernetes API.
 //! - [`catalog`]: the built-in list of server-first protocols, their ports and port names.
 //! - [`config`]: validated configuration (catalog overrides, mode, mesh defaults).
 //! - [`pod`]: the small view of a Pod that every decision is made from.
@@ -24,6 +25,7 @@
 //! - [`cli`]: the command line; the binary only dispatches to it.
 
 pub mod admission;
+pub mod audit;
 pub mod catalog;
 pub mod certs;
 pub mod cli;
