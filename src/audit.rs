@@ -90,15 +90,19 @@ pub fn classify(pod: &PodView<'_>, config: &Config) -> PodAudit {
         needs_restart: false,
         fix: String::new(),
         reason: String::new(),
-        warnings: pod_warnings(pod, config),
+        warnings: Vec::new(),
     };
-    match decide(pod, config) {
+    let decision = decide(pod, config);
+    audit.warnings = decision.warnings().to_vec();
+    match decision {
         Decision::Skipped(reason) => audit.reason = reason.to_string(),
         Decision::NoPorts { .. } => audit.reason = "no server-first ports".to_string(),
         Decision::Planned(plan) => {
             audit.ports = plan.ports.iter().copied().collect();
             let annotation = plan.changes.iter().find_map(|change| match change {
-                Change::SetAnnotation { key, value } if key != RECORD_KEY => Some(format!("{key}: \"{value}\"")),
+                Change::SetAnnotation { key, value } if key != RECORD_KEY => {
+                    Some(format!("{key}: \"{value}\""))
+                }
                 _ => None,
             });
             audit.status = match (plan.changes.is_empty(), sidecar) {
@@ -109,7 +113,7 @@ pub fn classify(pod: &PodView<'_>, config: &Config) -> PodAudit {
             audit.needs_restart = audit.status == AuditStatus::AtRisk;
             audit.fix = match audit.status {
                 AuditStatus::AtRisk => match annotation {
-                    Some(annotation) => format!("add {annotation} to the pod template (serverfirst does it at creation), then recreate the pod"),
+                    Some(annotation) => format!("recreate the pod with serverfirst installed, or set {annotation} in its template"),
                     None => "recreate the pod with serverfirst installed (its istio-init rules predate the exclusion)".to_string(),
                 },
                 AuditStatus::WouldPatch => format!(
@@ -123,14 +127,14 @@ pub fn classify(pod: &PodView<'_>, config: &Config) -> PodAudit {
     audit
 }
 
-fn pod_warnings(pod: &PodView<'_>, config: &Config) -> Vec<String> {
-    decide(pod, config).warnings().to_vec()
-}
-
 /// An Istio sidecar runs in the pod (as a container or a native sidecar).
 fn has_sidecar(pod: &PodView<'_>) -> bool {
     pod.annotation("sidecar.istio.io/status").is_some()
-        || pod.containers().iter().chain(pod.init_containers()).any(|c| c.name() == "istio-proxy")
+        || pod
+            .containers()
+            .iter()
+            .chain(pod.init_containers())
+            .any(|c| c.name() == "istio-proxy")
 }
 
 /// Lists pods (all namespaces when `namespace` is `None`) page by page, calling `progress` with
@@ -146,7 +150,10 @@ pub async fn audit(
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
     };
-    let mut owners = OwnerResolver { client, cache: HashMap::new() };
+    let mut owners = OwnerResolver {
+        client,
+        cache: HashMap::new(),
+    };
     let mut audits = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -154,12 +161,22 @@ pub async fn audit(
         if let Some(token) = &token {
             params = params.continue_token(token);
         }
-        let page = pods.list(&params).await.map_err(|error| AuditError::List(root_cause(&error)))?;
+        let page = pods
+            .list(&params)
+            .await
+            .map_err(|error| AuditError::List(root_cause(&error)))?;
         for pod in &page.items {
-            let json = serde_json::to_vec(pod).map_err(|error| AuditError::List(error.to_string()))?;
-            let view = PodView::from_json(&json).map_err(|error| AuditError::List(error.to_string()))?;
+            let json =
+                serde_json::to_vec(pod).map_err(|error| AuditError::List(error.to_string()))?;
+            let view =
+                PodView::from_json(&json).map_err(|error| AuditError::List(error.to_string()))?;
             let mut audit = classify(&view, config);
-            audit.owner = owners.resolve(&audit.namespace, pod.metadata.owner_references.as_deref()).await;
+            audit.owner = owners
+                .resolve(&audit.namespace, pod.metadata.owner_references.as_deref())
+                .await;
+            if let Some(restart) = restart_command(&audit) {
+                audit.fix = format!("{restart}; {}", audit.fix);
+            }
             audits.push(audit);
         }
         progress(audits.len());
@@ -170,6 +187,21 @@ pub async fn audit(
     }
 }
 
+/// The command that recreates an at-risk pod through its workload.
+fn restart_command(audit: &PodAudit) -> Option<String> {
+    let owner = audit.owner.as_ref().filter(|_| audit.needs_restart)?;
+    let kind = match owner.kind.as_str() {
+        "Deployment" => "deployment",
+        "StatefulSet" => "statefulset",
+        "DaemonSet" => "daemonset",
+        _ => return None,
+    };
+    Some(format!(
+        "kubectl -n {} rollout restart {kind}/{}",
+        audit.namespace, owner.name
+    ))
+}
+
 /// Names the workload behind a pod, looking ReplicaSets up once each.
 struct OwnerResolver {
     client: kube::Client,
@@ -177,7 +209,11 @@ struct OwnerResolver {
 }
 
 impl OwnerResolver {
-    async fn resolve(&mut self, namespace: &str, references: Option<&[OwnerReference]>) -> Option<Owner> {
+    async fn resolve(
+        &mut self,
+        namespace: &str,
+        references: Option<&[OwnerReference]>,
+    ) -> Option<Owner> {
         let controller = controller_of(references)?;
         if controller.kind != "ReplicaSet" {
             return Some(controller);
@@ -202,7 +238,10 @@ impl OwnerResolver {
 
 fn controller_of(references: Option<&[OwnerReference]>) -> Option<Owner> {
     let reference = references?.iter().find(|r| r.controller == Some(true))?;
-    Some(Owner { kind: reference.kind.clone(), name: reference.name.clone() })
+    Some(Owner {
+        kind: reference.kind.clone(),
+        name: reference.name.clone(),
+    })
 }
 
 /// The innermost cause of an error, on one line: what the operator can act on.
@@ -241,25 +280,50 @@ mod tests {
     #[test]
     fn statuses() {
         let smtp = json!([{"name": "app", "ports": [{"containerPort": 25}]}]);
-        let injected = json!([{"name": "app", "ports": [{"containerPort": 25}]}, {"name": "istio-proxy"}]);
-        let at_risk = classify_json(json!({"metadata": {"name": "a", "namespace": "m"}, "spec": {"containers": injected}}));
-        assert_eq!((at_risk.status, at_risk.needs_restart, at_risk.sidecar), (AuditStatus::AtRisk, true, true));
-        assert!(at_risk.fix.contains("traffic.sidecar.istio.io/excludeInboundPorts: \"25\""), "{}", at_risk.fix);
+        let injected =
+            json!([{"name": "app", "ports": [{"containerPort": 25}]}, {"name": "istio-proxy"}]);
+        let at_risk = classify_json(
+            json!({"metadata": {"name": "a", "namespace": "m"}, "spec": {"containers": injected}}),
+        );
+        assert_eq!(
+            (at_risk.status, at_risk.needs_restart, at_risk.sidecar),
+            (AuditStatus::AtRisk, true, true)
+        );
+        assert!(
+            at_risk
+                .fix
+                .contains("traffic.sidecar.istio.io/excludeInboundPorts: \"25\""),
+            "{}",
+            at_risk.fix
+        );
 
-        let protected = classify_json(json!({"metadata": {"annotations": {"traffic.sidecar.istio.io/excludeInboundPorts": "25"}},
-                                             "spec": {"containers": injected}}));
+        let protected = classify_json(
+            json!({"metadata": {"annotations": {"traffic.sidecar.istio.io/excludeInboundPorts": "25"}},
+                                             "spec": {"containers": injected}}),
+        );
         assert_eq!(protected.status, AuditStatus::Protected);
 
         let would = classify_json(json!({"spec": {"containers": smtp}}));
-        assert_eq!((would.status, would.needs_restart), (AuditStatus::WouldPatch, false));
+        assert_eq!(
+            (would.status, would.needs_restart),
+            (AuditStatus::WouldPatch, false)
+        );
 
-        let none = classify_json(json!({"spec": {"containers": [{"name": "web", "ports": [{"containerPort": 80}]}]}}));
-        assert_eq!((none.status, none.reason.as_str()), (AuditStatus::NotApplicable, "no server-first ports"));
+        let none = classify_json(
+            json!({"spec": {"containers": [{"name": "web", "ports": [{"containerPort": 80}]}]}}),
+        );
+        assert_eq!(
+            (none.status, none.reason.as_str()),
+            (AuditStatus::NotApplicable, "no server-first ports")
+        );
     }
 
     #[test]
     fn root_cause_is_one_line() {
-        let inner = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused (os error 111)");
+        let inner = std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        );
         let outer = std::io::Error::other(inner);
         assert_eq!(root_cause(&outer), "Connection refused (os error 111)");
     }

@@ -310,7 +310,10 @@ async fn serve_accepts_the_certificate_for_every_service_dns_name() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = server.0.try_wait().unwrap() {
-            panic!("serverfirst serve exited ({status}) before it was ready:\n{}", log());
+            panic!(
+                "serverfirst serve exited ({status}) before it was ready:\n{}",
+                log()
+            );
         }
         if ready(metrics).await {
             break;

@@ -1,5 +1,6 @@
 //! The command line: one binary, one subcommand per job. Clap types stay in this module.
 
+mod audit;
 mod catalog;
 mod certs;
 mod check;
@@ -34,6 +35,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve the admission webhook over HTTPS (POST /mutate, POST /audit).
     Serve(serve::ServeArgs),
+    /// Report which running pods are at risk, protected, or would be patched (live cluster).
+    Audit(audit::AuditArgs),
     /// Print the effective catalog of server-first protocols.
     Catalog(catalog::CatalogArgs),
     /// Report what serverfirst would change in manifests (offline, no cluster).
@@ -53,6 +56,7 @@ impl Cli {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Audit(args) => audit::run(args).await,
             Command::Catalog(args) => catalog::run(args),
             Command::Certs(args) => certs::run(args),
             Command::Check(args) => check::run(args),

@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests that run the serverfirst binary or external tools.
+#![allow(dead_code)]
 
 use std::io::Write as _;
 use std::process::Command;
