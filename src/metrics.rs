@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::admission::Outcome;
@@ -51,6 +52,7 @@ pub struct Metrics {
     reviews: Family<ReviewLabels, Counter>,
     rejections: Family<RejectLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
+    certificate_expiry: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -86,11 +88,18 @@ impl Metrics {
             "Serving certificate reloads, by result",
             tls_reloads.clone(),
         );
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the serving certificate expires (Unix time)",
+            certificate_expiry.clone(),
+        );
         let metrics = Metrics {
             registry,
             reviews,
             rejections,
             tls_reloads,
+            certificate_expiry,
         };
         metrics.initialise_series();
         metrics
@@ -146,6 +155,10 @@ impl Metrics {
         self.tls_reloads
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+
+    pub fn set_certificate_expiry(&self, unix_seconds: i64) {
+        self.certificate_expiry.set(unix_seconds);
     }
 
     /// The Prometheus text exposition.

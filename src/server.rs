@@ -53,7 +53,7 @@ impl Default for Limits {
             max_body_bytes: 3 * 1024 * 1024,
             max_connections: 1024,
             handshake_timeout: Duration::from_secs(5),
-            header_read_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(3),
             http2_max_concurrent_streams: 64,
             shutdown_grace: Duration::from_secs(20),

@@ -9,15 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+
+/// Closer than this to expiry, the certificate is logged as a warning.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86_400);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -34,6 +37,8 @@ pub enum TlsError {
     KeyPem(rustls_pki_types::pem::Error),
     #[error("certificate and key do not form a usable pair: {0}")]
     Pair(#[from] rustls::Error),
+    #[error("invalid client CA: {0}")]
+    ClientCa(String),
 }
 
 /// The crypto provider every TLS user of this crate is built with.
@@ -88,14 +93,67 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
-/// TLS 1.2 and 1.3 with the provider's default (modern) suites; HTTP/2 and HTTP/1.1 by ALPN.
-pub fn server_config(resolver: Arc<CertResolver>) -> Result<ServerConfig, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+/// TLS 1.2 and 1.3 with the provider's default suites (AEAD only, forward secrecy only);
+/// HTTP/2 and HTTP/1.1 by ALPN. With `client_ca`, clients must present a certificate it signed.
+pub fn server_config(
+    resolver: Arc<CertResolver>,
+    client_ca: Option<RootCertStore>,
+) -> Result<ServerConfig, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(roots) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The CA certificates (PEM) that client certificates must chain to.
+pub fn client_ca_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let pem = read(path)?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots
+            .add(cert.map_err(TlsError::CertificatePem)?)
+            .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::ClientCa(format!(
+            "no CA certificate in {}",
+            path.display()
+        )));
+    }
+    Ok(roots)
+}
+
+/// When the serving certificate (the first of the chain) expires, in seconds since the epoch.
+pub fn not_after(key: &CertifiedKey) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(key.cert.first()?.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// Exposes the serving certificate's expiry and warns when it is close.
+pub fn report_expiry(key: &CertifiedKey, metrics: &Metrics) {
+    let Some(not_after) = not_after(key) else {
+        return;
+    };
+    metrics.set_certificate_expiry(not_after);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let days_left = (not_after - now) / 86_400;
+    if not_after - now < EXPIRY_WARNING.as_secs() as i64 {
+        tracing::warn!(
+            days_left,
+            not_after,
+            "serving certificate expires in less than 7 days: rotate it"
+        );
+    }
 }
 
 /// A certificate and key on disk, reloaded when their contents change.
@@ -145,14 +203,20 @@ pub async fn watch(
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
+    let mut last_expiry_report = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        if last_expiry_report.elapsed() >= Duration::from_secs(3600) {
+            report_expiry(&resolver.current(), &metrics);
+            last_expiry_report = tokio::time::Instant::now();
+        }
         match files.reload() {
             Ok(None) => {}
             Ok(Some(key)) => {
+                report_expiry(&key, &metrics);
                 resolver.set(key);
                 metrics.tls_reload(true);
                 tracing::info!(cert = %files.cert.display(), "serving certificate reloaded");
@@ -182,6 +246,38 @@ mod tests {
             Err(TlsError::NoCertificate)
         ));
         assert!(certified_key(a.cert_pem.as_bytes(), b"garbage").is_err());
+    }
+
+    #[test]
+    fn reads_the_expiry_of_the_serving_certificate() {
+        let bundle = certs::generate(&["localhost".into()], 3).unwrap();
+        let key = certified_key(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()).unwrap();
+        let left = not_after(&key).unwrap() - time::OffsetDateTime::now_utc().unix_timestamp();
+        // Valid from one hour ago for three days.
+        assert!(
+            (3 * 86_400 - 3_700..=3 * 86_400 - 3_500).contains(&left),
+            "{left}"
+        );
+        let metrics = Metrics::new();
+        report_expiry(&key, &metrics);
+        assert!(metrics.encode().contains(&format!(
+            "serverfirst_tls_certificate_expiry_timestamp_seconds {}",
+            not_after(&key).unwrap()
+        )));
+    }
+
+    #[test]
+    fn client_ca_file_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("ca.crt");
+        std::fs::write(&empty, "").unwrap();
+        assert!(matches!(
+            client_ca_roots(&empty),
+            Err(TlsError::ClientCa(_))
+        ));
+        let bundle = certs::generate(&["localhost".into()], 1).unwrap();
+        std::fs::write(&empty, bundle.ca_pem).unwrap();
+        assert_eq!(client_ca_roots(&empty).unwrap().len(), 1);
     }
 
     #[test]

@@ -215,7 +215,7 @@ async fn stub_api() -> StubApi {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let bundle = serverfirst::certs::generate(&["127.0.0.1".into()], 1).unwrap();
     let key = tls::certified_key(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()).unwrap();
-    let tls_config = Arc::new(tls::server_config(Arc::new(CertResolver::new(key))).unwrap());
+    let tls_config = Arc::new(tls::server_config(Arc::new(CertResolver::new(key)), None).unwrap());
     let calls = Calls::default();
     let router = Router::new()
         .route("/api/v1/pods", get(list_pods))

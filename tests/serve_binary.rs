@@ -153,7 +153,16 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_zero() {
 
 #[test]
 fn bad_flags_and_files_give_a_clear_error_and_exit_2() {
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &[
+                "serve",
+                "--self-signed",
+                "--client-ca",
+                "/nonexistent/ca.crt",
+            ],
+            "/nonexistent/ca.crt",
+        ),
         (&["serve"], "--tls-cert"),
         (
             &[

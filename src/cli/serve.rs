@@ -41,6 +41,52 @@ pub struct ServeArgs {
     /// How often the certificate files are checked for changes.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     tls_reload_interval: Duration,
+    /// Require client certificates signed by this CA (PEM), e.g. the API server's.
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Resource limits; each default is safe for a webhook in front of every pod creation.
+#[derive(Debug, clap::Args)]
+struct LimitArgs {
+    /// Larger request bodies get HTTP 413.
+    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Connections served at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// A client that does not complete the TLS handshake in time is disconnected.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    tls_handshake_timeout: Duration,
+    /// HTTP/1.1: a request's headers must arrive within this time (also closes idle keep-alive
+    /// connections after it).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+    /// Reading the body and answering; keep it under the webhook's timeoutSeconds (5s).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
+    /// HTTP/2: concurrent streams per connection.
+    #[arg(long, default_value_t = Limits::default().http2_max_concurrent_streams)]
+    http2_max_concurrent_streams: u32,
+    /// How long shutdown waits for requests in flight.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+}
+
+impl From<&LimitArgs> for Limits {
+    fn from(args: &LimitArgs) -> Limits {
+        Limits {
+            max_body_bytes: args.max_body_bytes,
+            max_connections: args.max_connections.max(1),
+            handshake_timeout: args.tls_handshake_timeout,
+            header_read_timeout: args.header_read_timeout,
+            request_timeout: args.request_timeout,
+            http2_max_concurrent_streams: args.http2_max_concurrent_streams.max(1),
+            shutdown_grace: args.shutdown_grace,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -76,7 +122,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             (Arc::new(CertResolver::new(key)), None)
         }
     };
-    let tls_config = Arc::new(tls::server_config(resolver.clone())?);
+    tls::report_expiry(&resolver.current(), &metrics);
+    let client_ca = match &args.client_ca {
+        Some(path) => Some(tls::client_ca_roots(path)?),
+        None => None,
+    };
+    let tls_config = Arc::new(tls::server_config(resolver.clone(), client_ca)?);
 
     let webhook_listener = server::bind(args.listen, "the webhook").await?;
     let health_listener = server::bind(args.metrics_listen, "health and metrics").await?;
@@ -98,7 +149,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
-    let limits = Limits::default();
+    let limits = Limits::from(&args.limits);
     let router = server::webhook_router(Arc::new(config.clone()), metrics, &limits);
     tracing::info!(
         listen = %webhook_listener.local_addr()?,

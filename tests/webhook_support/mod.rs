@@ -29,12 +29,21 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: Config, limits: Limits) -> TestServer {
+        Self::start_with_client_ca(config, limits, None).await
+    }
+
+    /// With `client_ca`, clients must present a certificate it signed.
+    pub async fn start_with_client_ca(
+        config: Config,
+        limits: Limits,
+        client_ca: Option<rustls::RootCertStore>,
+    ) -> TestServer {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let bundle = certs::generate(&["localhost".into()], 1).unwrap();
         let key =
             tls::certified_key(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()).unwrap();
         let resolver = Arc::new(CertResolver::new(key));
-        let tls_config = Arc::new(tls::server_config(resolver.clone()).unwrap());
+        let tls_config = Arc::new(tls::server_config(resolver.clone(), client_ca).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let metrics = Arc::new(Metrics::new());
