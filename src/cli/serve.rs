@@ -106,20 +106,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
 
-    let (resolver, files) = match (&args.tls_cert, &args.tls_key) {
+    let (resolver, files, generated_ca) = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let (files, key) = CertFiles::load(cert.clone(), key.clone()).with_context(|| {
                 format!("cannot load the serving certificate {}", cert.display())
             })?;
-            (Arc::new(CertResolver::new(key)), Some(files))
+            (Arc::new(CertResolver::new(key)), Some(files), None)
         }
         _ => {
             let names = ["localhost", "127.0.0.1", "::1"].map(String::from);
             let bundle = certs::generate(&names, 365)
                 .context("cannot generate a self-signed certificate")?;
-            print!("{}", bundle.ca_pem);
             let key = tls::certified_key(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes())?;
-            (Arc::new(CertResolver::new(key)), None)
+            (Arc::new(CertResolver::new(key)), None, Some(bundle.ca_pem))
         }
     };
     tls::report_expiry(&resolver.current(), &metrics);
@@ -132,6 +131,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let webhook_listener = server::bind(args.listen, "the webhook").await?;
     let health_listener = server::bind(args.metrics_listen, "health and metrics").await?;
     let ready = Arc::new(AtomicBool::new(false));
+    if let Some(ca_pem) = generated_ca {
+        // Printed once listening, so a script that reads it can connect at once.
+        print!("{ca_pem}");
+        std::io::Write::flush(&mut std::io::stdout())?;
+    }
 
     let health = tokio::spawn(server::serve_plain(
         health_listener,
