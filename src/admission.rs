@@ -260,8 +260,9 @@ fn respond_with_plan(
         tracing::error!(pod = %pod.display_name(), %error, "planned patch does not apply; allowing the pod unchanged");
         return Outcome::PatchRejected;
     }
-    let ports = format_port_list(plan.ports.iter().copied());
-    match mode {
+    let inbound = format_port_list(plan.ports.iter().copied());
+    let outbound = format_port_list(plan.outbound.iter().copied());
+    let (keys, outcome) = match mode {
         Mode::Enforce => {
             let json = match serde_json::to_vec(&patch) {
                 Ok(json) => json,
@@ -272,24 +273,36 @@ fn respond_with_plan(
             };
             response.patch_type = Some("JSONPatch");
             response.patch = Some(BASE64.encode(json));
-            response
-                .audit_annotations
-                .insert("excluded-inbound-ports", ports);
-            Outcome::Patched
+            (
+                ["excluded-inbound-ports", "excluded-outbound-ports"],
+                Outcome::Patched,
+            )
         }
         Mode::Audit => {
+            let what = match (inbound.is_empty(), outbound.is_empty()) {
+                (false, true) => format!("inbound ports {inbound}"),
+                (true, false) => format!("outbound ports {outbound}"),
+                _ => format!("inbound ports {inbound} and outbound ports {outbound}"),
+            };
             response.warnings.insert(
                 0,
-                warning(&format!(
-                    "would exclude inbound ports {ports} from sidecar capture"
-                )),
+                warning(&format!("would exclude {what} from sidecar capture")),
             );
-            response
-                .audit_annotations
-                .insert("would-exclude-inbound-ports", ports);
-            Outcome::WouldPatch
+            (
+                [
+                    "would-exclude-inbound-ports",
+                    "would-exclude-outbound-ports",
+                ],
+                Outcome::WouldPatch,
+            )
+        }
+    };
+    for (key, ports) in keys.into_iter().zip([inbound, outbound]) {
+        if !ports.is_empty() {
+            response.audit_annotations.insert(key, ports);
         }
     }
+    outcome
 }
 
 /// `serverfirst: <text>`, cut to the length Kubernetes keeps.

@@ -16,6 +16,10 @@
 //!   # The mesh-wide global.proxy.excludeInboundPorts. A pod annotation replaces it, so it is
 //!   # merged into the annotation serverfirst writes when the pod has none.
 //!   defaultExcludeInboundPorts: ""
+//! meshes: [istio]          # any of istio, linkerd, kuma, consul; or auto (by the pod's markers)
+//! autoFallback: [istio]    # with auto: the meshes for pods that carry no marker
+//! outbound:
+//!   ports: [submission, 2525]  # outbound exclusions for every pod (numbers or catalog names)
 //! ```
 
 use std::path::Path;
@@ -23,6 +27,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::catalog::{Catalog, Protocol};
+use crate::mesh::Mesh;
 use crate::ports::{PortListError, parse_port_list};
 
 /// What `/mutate` does with a plan.
@@ -52,12 +57,37 @@ pub struct IstioSettings {
     pub default_exclude_inbound_ports: Vec<u16>,
 }
 
+/// Which mesh profiles plan for a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshSelection {
+    /// Always planned for.
+    pub explicit: Vec<Mesh>,
+    /// Also plan for the meshes whose injection markers the pod carries.
+    pub auto: bool,
+    /// With `auto`: the meshes for a pod without markers (namespace-level injection leaves none
+    /// on the pod, and the review does not carry the namespace's labels).
+    pub auto_fallback: Vec<Mesh>,
+}
+
+impl Default for MeshSelection {
+    fn default() -> Self {
+        MeshSelection {
+            explicit: vec![Mesh::Istio],
+            auto: false,
+            auto_fallback: vec![Mesh::Istio],
+        }
+    }
+}
+
 /// The validated configuration every entry point works from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub mode: Mode,
     pub catalog: Catalog,
     pub istio: IstioSettings,
+    pub meshes: MeshSelection,
+    /// Outbound ports every pod gets excluded (clients of server-first servers outside the mesh).
+    pub outbound_ports: Vec<u16>,
 }
 
 impl Default for Config {
@@ -66,6 +96,8 @@ impl Default for Config {
             mode: Mode::default(),
             catalog: Catalog::builtin(),
             istio: IstioSettings::default(),
+            meshes: MeshSelection::default(),
+            outbound_ports: Vec::new(),
         }
     }
 }
@@ -85,6 +117,12 @@ pub enum ConfigError {
     InvalidProtocol { name: String, problem: &'static str },
     #[error("invalid config: istio.defaultExcludeInboundPorts: {0}")]
     DefaultExclude(#[from] PortListError),
+    #[error(
+        "invalid config: meshes: unknown mesh {0:?} (expected istio, linkerd, kuma, consul or auto)"
+    )]
+    UnknownMesh(String),
+    #[error("invalid config: outbound.ports: {0:?} is neither a port nor a catalog protocol")]
+    UnknownOutbound(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +134,27 @@ struct RawConfig {
     catalog: RawCatalog,
     #[serde(default)]
     istio: RawIstio,
+    #[serde(default)]
+    meshes: Option<Vec<String>>,
+    #[serde(default)]
+    auto_fallback: Option<Vec<Mesh>>,
+    #[serde(default)]
+    outbound: RawOutbound,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawOutbound {
+    #[serde(default)]
+    ports: Vec<PortOrName>,
+}
+
+/// A port number or a catalog protocol name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PortOrName {
+    Port(u16),
+    Name(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,13 +217,76 @@ impl Config {
         }
         let default_exclude_inbound_ports =
             parse_port_list(&raw.istio.default_exclude_inbound_ports)?;
+        let meshes = mesh_selection(raw.meshes, raw.auto_fallback)?;
+        let outbound_ports = raw
+            .outbound
+            .ports
+            .iter()
+            .map(|entry| {
+                resolve_port(entry, &catalog)
+                    .ok_or_else(|| ConfigError::UnknownOutbound(entry.to_string()))
+            })
+            .collect::<Result<Vec<Vec<u16>>, _>>()?
+            .concat();
         Ok(Config {
             mode: raw.mode,
             catalog,
             istio: IstioSettings {
                 default_exclude_inbound_ports,
             },
+            meshes,
+            outbound_ports,
         })
+    }
+}
+
+fn mesh_selection(
+    meshes: Option<Vec<String>>,
+    fallback: Option<Vec<Mesh>>,
+) -> Result<MeshSelection, ConfigError> {
+    let mut selection = MeshSelection::default();
+    if let Some(fallback) = fallback {
+        selection.auto_fallback = fallback;
+    }
+    if let Some(names) = meshes {
+        selection.explicit.clear();
+        for name in names {
+            match name.as_str() {
+                "auto" => selection.auto = true,
+                _ => {
+                    let mesh = Mesh::ALL
+                        .into_iter()
+                        .find(|mesh| mesh.as_str() == name)
+                        .ok_or(ConfigError::UnknownMesh(name))?;
+                    selection.explicit.push(mesh);
+                }
+            }
+        }
+    }
+    Ok(selection)
+}
+
+impl std::fmt::Display for PortOrName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortOrName::Port(port) => write!(f, "{port}"),
+            PortOrName::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A port number (not 0), or the ports of a catalog protocol, enabled or not.
+pub fn resolve_port(entry: &PortOrName, catalog: &Catalog) -> Option<Vec<u16>> {
+    match entry {
+        PortOrName::Port(0) => None,
+        PortOrName::Port(port) => Some(vec![*port]),
+        PortOrName::Name(name) => match name.trim().parse::<u16>() {
+            Ok(0) => None,
+            Ok(port) => Some(vec![port]),
+            Err(_) => catalog
+                .get(name.trim())
+                .map(|protocol| protocol.ports.clone()),
+        },
     }
 }
 
@@ -231,6 +353,29 @@ mod tests {
             config.catalog.protocols.len(),
             Catalog::builtin().protocols.len()
         );
+    }
+
+    #[test]
+    fn meshes_and_outbound_ports() {
+        let config = Config::from_yaml("meshes: [linkerd, auto]\nautoFallback: [kuma]\noutbound:\n  ports: [submission, 2525, \"smtp\"]\n").unwrap();
+        assert_eq!(
+            config.meshes,
+            MeshSelection {
+                explicit: vec![Mesh::Linkerd],
+                auto: true,
+                auto_fallback: vec![Mesh::Kuma]
+            }
+        );
+        assert_eq!(config.outbound_ports, [587, 2525, 25]);
+        assert_eq!(Config::default().meshes.explicit, [Mesh::Istio]);
+        for (yaml, expected) in [
+            ("meshes: [cilium]\n", "unknown mesh \"cilium\""),
+            ("outbound:\n  ports: [gopher]\n", "\"gopher\" is neither"),
+            ("outbound:\n  ports: [0]\n", "\"0\" is neither"),
+        ] {
+            let error = Config::from_yaml(yaml).unwrap_err().to_string();
+            assert!(error.contains(expected), "{yaml}: {error}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Pod view → the server-first ports it exposes (pure).
 
 use crate::catalog::{Catalog, strip_name_prefix};
+use crate::config::{Config, PortOrName, resolve_port};
 use crate::pod::{ContainerView, PodView};
 use crate::ports::{PortSet, parse_nonzero_port_list};
 
@@ -8,6 +9,9 @@ use crate::ports::{PortSet, parse_nonzero_port_list};
 pub const SKIP_KEY: &str = "serverfirst.dev/skip";
 /// Annotation: more ports to treat as server-first, e.g. `"2525,10025"`.
 pub const EXTRA_PORTS_KEY: &str = "serverfirst.dev/extra-ports";
+
+/// Annotation: outbound ports to take out of capture, numbers or catalog names (`"587,smtp"`).
+pub const OUTBOUND_PORTS_KEY: &str = "serverfirst.dev/outbound-ports";
 
 /// Port-name prefixes of FTP passive data ports (counted only next to an FTP control port).
 const FTP_PASSIVE_PREFIXES: &[&str] = &["pasv", "ftp-data"];
@@ -101,6 +105,26 @@ pub fn detect(pod: &PodView<'_>, catalog: &Catalog) -> Result<Detection, Skip> {
         }
     }
     Ok(detection)
+}
+
+/// Outbound ports to exclude: the configured ones and the pod's `serverfirst.dev/outbound-ports`
+/// (an invalid annotation is ignored whole, with a warning).
+pub fn outbound_ports(pod: &PodView<'_>, config: &Config, warnings: &mut Vec<String>) -> PortSet {
+    let mut ports: PortSet = config.outbound_ports.iter().copied().collect();
+    if let Some(value) = pod
+        .annotation(OUTBOUND_PORTS_KEY)
+        .filter(|v| !v.trim().is_empty())
+    {
+        let resolved: Option<Vec<Vec<u16>>> = value
+            .split(',')
+            .map(|entry| resolve_port(&PortOrName::Name(entry.trim().to_string()), &config.catalog))
+            .collect();
+        match resolved {
+            Some(resolved) => ports.extend(resolved.concat()),
+            None => warnings.push(format!("{OUTBOUND_PORTS_KEY} ignored: {value:?} is not a list of ports or catalog protocol names")),
+        }
+    }
+    ports
 }
 
 fn detect_container(container: &ContainerView<'_>, catalog: &Catalog, findings: &mut Vec<Finding>) {

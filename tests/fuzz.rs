@@ -11,21 +11,34 @@ const TARGETS: &[&str] = &["admission_review", "port_list", "smtp_session"];
 const TEST: &str = "fuzz_targets_run_clean_for_a_bounded_time";
 
 fn seconds() -> Option<u64> {
-    if let Some(seconds) = std::env::var("SERVERFIRST_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()) {
+    if let Some(seconds) = std::env::var("SERVERFIRST_FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         return Some(seconds);
     }
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true") || std::env::var("SERVERFIRST_REQUIRE_E2E").is_ok_and(|v| v == "1");
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var("SERVERFIRST_REQUIRE_E2E").is_ok_and(|v| v == "1");
     ci.then_some(60)
 }
 
 #[test]
 fn fuzz_targets_run_clean_for_a_bounded_time() {
     let Some(seconds) = seconds() else {
-        return common::skipped(TEST, "fuzzing runs under CI=true, or with SERVERFIRST_FUZZ_SECONDS=N");
+        return common::skipped(
+            TEST,
+            "fuzzing runs under CI=true, or with SERVERFIRST_FUZZ_SECONDS=N",
+        );
     };
-    let installed = Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+    let installed = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !installed {
-        return common::tool_missing(TEST, "cargo-fuzz is not installed (cargo install cargo-fuzz)");
+        return common::tool_missing(
+            TEST,
+            "cargo-fuzz is not installed (cargo install cargo-fuzz)",
+        );
     }
     let root = env!("CARGO_MANIFEST_DIR");
     for target in TARGETS {
@@ -38,16 +51,28 @@ fn fuzz_targets_run_clean_for_a_bounded_time() {
             // New inputs go to the scratch corpus; the committed seeds are only read.
             .arg(scratch.path())
             .arg(&seeds)
-            .args(["--", &format!("-max_total_time={seconds}"), "-rss_limit_mb=2048", "-print_final_stats=1"])
+            .args([
+                "--",
+                &format!("-max_total_time={seconds}"),
+                "-rss_limit_mb=2048",
+                "-print_final_stats=1",
+            ])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "fuzz target {target} failed:\n{}", tail(&stderr, 60));
+        assert!(
+            output.status.success(),
+            "fuzz target {target} failed:\n{}",
+            tail(&stderr, 60)
+        );
         let runs = stderr
             .lines()
             .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
             .map_or("?".to_string(), |n| n.trim().to_string());
-        let _ = writeln!(std::io::stderr(), "fuzz: {target}: {runs} runs in {seconds} s, 0 crashes");
+        let _ = writeln!(
+            std::io::stderr(),
+            "fuzz: {target}: {runs} runs in {seconds} s, 0 crashes"
+        );
     }
 }
 

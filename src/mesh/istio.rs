@@ -7,7 +7,8 @@
 //! reads the same annotations at network setup. A pod annotation replaces the mesh default.
 
 use crate::config::IstioSettings;
-use crate::mesh::{Change, MeshPlan};
+use crate::mesh::exclusions::Syntax;
+use crate::mesh::{Change, MeshPlan, merge_annotation};
 use crate::pod::{ContainerView, PodView};
 use crate::ports::{PortSet, format_port_list, parse_port_list};
 
@@ -15,6 +16,9 @@ pub const INCLUDE_INBOUND: &str = "traffic.sidecar.istio.io/includeInboundPorts"
 pub const EXCLUDE_INBOUND: &str = "traffic.sidecar.istio.io/excludeInboundPorts";
 pub const INJECT: &str = "sidecar.istio.io/inject";
 pub const INTERCEPTION_MODE: &str = "sidecar.istio.io/interceptionMode";
+pub const EXCLUDE_OUTBOUND: &str = "traffic.sidecar.istio.io/excludeOutboundPorts";
+const STATUS: &str = "sidecar.istio.io/status";
+const DATAPLANE_MODE: &str = "istio.io/dataplane-mode";
 
 const INCLUDE_FLAGS: &[&str] = &["-b", "--istio-inbound-ports"];
 const EXCLUDE_FLAGS: &[&str] = &["-d", "--istio-local-exclude-ports"];
@@ -34,9 +38,41 @@ pub fn skip_reason(pod: &PodView<'_>) -> Option<&'static str> {
     None
 }
 
-/// Plans the changes that take `ports` out of inbound capture.
-pub fn plan(pod: &PodView<'_>, ports: &PortSet, settings: &IstioSettings) -> MeshPlan {
+/// The pod asks for Istio's sidecar, or already has it.
+pub fn injected(pod: &PodView<'_>) -> bool {
+    let on = |value: Option<&str>| value.is_some_and(|v| v.trim() == "true");
+    on(pod.label(INJECT))
+        || on(pod.annotation(INJECT))
+        || pod.label("istio.io/rev").is_some()
+        || pod.annotation(STATUS).is_some()
+        || pod
+            .containers()
+            .iter()
+            .chain(pod.init_containers())
+            .any(|c| c.name() == "istio-proxy")
+}
+
+/// Plans the changes that take `inbound` and `outbound` ports out of capture.
+pub fn plan(
+    pod: &PodView<'_>,
+    inbound: &PortSet,
+    outbound: &PortSet,
+    settings: &IstioSettings,
+) -> MeshPlan {
     let mut plan = MeshPlan::default();
+    if pod.label(DATAPLANE_MODE).map(str::trim) == Some("ambient") {
+        // ztunnel has no per-port exclusion; only the whole pod can opt out.
+        plan.warnings.push(format!(
+            "Istio ambient mode: ports {} cannot be excluded one by one; set label {DATAPLANE_MODE}=none to take the pod out of the mesh",
+            format_port_list(inbound.iter().chain(outbound).copied())
+        ));
+        return plan;
+    }
+    merge_annotation(pod, EXCLUDE_OUTBOUND, outbound, Syntax::Ports, &mut plan);
+    if inbound.is_empty() {
+        return plan;
+    }
+    let ports = inbound;
     plan_annotations(pod, ports, settings, &mut plan);
     if let Some((index, init)) = pod
         .init_containers()
@@ -244,6 +280,7 @@ mod tests {
         plan(
             &PodView::from_json(&bytes).unwrap(),
             &SMTP_PORTS.iter().copied().collect(),
+            &PortSet::new(),
             settings,
         )
     }

@@ -1,15 +1,145 @@
 //! Planning (pure): which annotations and arguments change so a mesh stops capturing the
-//! server-first ports found in a pod. One module per mesh profile; Istio first.
+//! server-first ports found in a pod. One module per mesh profile.
 
+pub mod consul;
+pub mod exclusions;
 pub mod istio;
+pub mod kuma;
+pub mod linkerd;
 
-use crate::config::Config;
-use crate::detect::{Detection, detect};
+use serde::Deserialize;
+
+use crate::config::{Config, MeshSelection};
+use crate::detect::{Detection, detect, outbound_ports};
 use crate::pod::PodView;
 use crate::ports::{PortSet, format_port_list};
 
-/// Annotation serverfirst writes to record the ports it took out of capture.
+/// Annotation serverfirst writes to record the inbound ports it took out of capture.
 pub const RECORD_KEY: &str = "serverfirst.dev/excluded-ports";
+/// Annotation serverfirst writes to record the outbound ports it took out of capture.
+pub const OUTBOUND_RECORD_KEY: &str = "serverfirst.dev/excluded-outbound-ports";
+
+/// A service mesh serverfirst writes exclusions for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mesh {
+    Istio,
+    Linkerd,
+    Kuma,
+    Consul,
+}
+
+impl Mesh {
+    pub const ALL: [Mesh; 4] = [Mesh::Istio, Mesh::Linkerd, Mesh::Kuma, Mesh::Consul];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mesh::Istio => "istio",
+            Mesh::Linkerd => "linkerd",
+            Mesh::Kuma => "kuma",
+            Mesh::Consul => "consul",
+        }
+    }
+
+    /// Why this mesh leaves the pod's traffic alone, if it does.
+    fn skip_reason(self, pod: &PodView<'_>) -> Option<&'static str> {
+        match self {
+            Mesh::Istio => istio::skip_reason(pod),
+            Mesh::Linkerd => linkerd::skip_reason(pod),
+            Mesh::Kuma => kuma::skip_reason(pod),
+            Mesh::Consul => consul::skip_reason(pod),
+        }
+    }
+
+    /// The pod carries this mesh's injection markers (for `meshes: [auto]`).
+    pub fn injected(self, pod: &PodView<'_>) -> bool {
+        match self {
+            Mesh::Istio => istio::injected(pod),
+            Mesh::Linkerd => linkerd::injected(pod),
+            Mesh::Kuma => kuma::injected(pod),
+            Mesh::Consul => consul::injected(pod),
+        }
+    }
+
+    fn plan(self, pod: &PodView<'_>, ports: &Ports, config: &Config) -> MeshPlan {
+        match self {
+            Mesh::Istio => istio::plan(pod, &ports.inbound, &ports.outbound, &config.istio),
+            Mesh::Linkerd => linkerd::PROFILE.plan(pod, ports),
+            Mesh::Kuma => kuma::PROFILE.plan(pod, ports),
+            Mesh::Consul => consul::PROFILE.plan(pod, ports),
+        }
+    }
+}
+
+/// The meshes to plan for this pod.
+pub fn meshes_for(pod: &PodView<'_>, selection: &MeshSelection) -> Vec<Mesh> {
+    let mut meshes = selection.explicit.clone();
+    if selection.auto {
+        meshes.extend(Mesh::ALL.into_iter().filter(|mesh| mesh.injected(pod)));
+        if meshes.is_empty() {
+            meshes.extend(&selection.auto_fallback);
+        }
+    }
+    meshes.sort_unstable();
+    meshes.dedup();
+    meshes
+}
+
+/// Ports to take out of capture, by direction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ports {
+    pub inbound: PortSet,
+    pub outbound: PortSet,
+}
+
+/// A mesh configured by pod annotations alone: one exclusion list per direction.
+#[derive(Debug, Clone, Copy)]
+pub struct AnnotationProfile {
+    pub mesh: &'static str,
+    pub inbound_key: &'static str,
+    pub outbound_key: &'static str,
+    pub syntax: exclusions::Syntax,
+}
+
+impl AnnotationProfile {
+    fn plan(&self, pod: &PodView<'_>, ports: &Ports) -> MeshPlan {
+        let mut plan = MeshPlan::default();
+        for (key, ports) in [
+            (self.inbound_key, &ports.inbound),
+            (self.outbound_key, &ports.outbound),
+        ] {
+            merge_annotation(pod, key, ports, self.syntax, &mut plan);
+        }
+        plan
+    }
+}
+
+/// Merges `ports` into the list annotation `key`; an invalid existing value is left as it is,
+/// with a warning.
+pub(crate) fn merge_annotation(
+    pod: &PodView<'_>,
+    key: &str,
+    ports: &PortSet,
+    syntax: exclusions::Syntax,
+    plan: &mut MeshPlan,
+) {
+    if ports.is_empty() {
+        return;
+    }
+    match exclusions::parse(pod.annotation(key).unwrap_or_default(), syntax) {
+        Ok(existing) => {
+            if let Some(value) = exclusions::merged(&existing, ports) {
+                plan.changes.push(Change::SetAnnotation {
+                    key: key.to_string(),
+                    value,
+                });
+            }
+        }
+        Err(error) => plan.warnings.push(format!(
+            "{key} left unchanged: {error} (the mesh rejects such a value)"
+        )),
+    }
+}
 
 /// One change to the pod, independent of how it is applied (JSON Patch, YAML rendering).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +169,8 @@ pub struct Plan {
     pub detection: Detection,
     /// The server-first ports found, ascending.
     pub ports: PortSet,
+    /// Outbound ports to take out of capture (from config and `serverfirst.dev/outbound-ports`).
+    pub outbound: PortSet,
     /// Empty when the pod is already right (or nothing is captured).
     pub changes: Vec<Change>,
     pub warnings: Vec<String>,
@@ -80,29 +212,49 @@ pub fn decide(pod: &PodView<'_>, config: &Config) -> Decision {
         Ok(detection) => detection,
         Err(skip) => return Decision::Skipped(skip.as_str()),
     };
-    if let Some(reason) = istio::skip_reason(pod) {
+    let mut warnings = detection.warnings.clone();
+    let ports = Ports {
+        inbound: detection.ports(),
+        outbound: outbound_ports(pod, config, &mut warnings),
+    };
+    let meshes = meshes_for(pod, &config.meshes);
+    let active: Vec<Mesh> = meshes
+        .iter()
+        .copied()
+        .filter(|mesh| mesh.skip_reason(pod).is_none())
+        .collect();
+    if active.is_empty()
+        && let Some(reason) = meshes.first().and_then(|mesh| mesh.skip_reason(pod))
+    {
         return Decision::Skipped(reason);
     }
-    let ports = detection.ports();
-    if ports.is_empty() {
-        return Decision::NoPorts {
-            warnings: detection.warnings,
-        };
+    if ports.inbound.is_empty() && ports.outbound.is_empty() {
+        return Decision::NoPorts { warnings };
     }
-    let mesh = istio::plan(pod, &ports, &config.istio);
-    let mut changes = mesh.changes;
-    let record = format_port_list(ports.iter().copied());
-    if !changes.is_empty() && pod.annotation(RECORD_KEY) != Some(record.as_str()) {
-        changes.push(Change::SetAnnotation {
-            key: RECORD_KEY.to_string(),
-            value: record,
-        });
+    let mut changes = Vec::new();
+    for mesh in active {
+        let plan = mesh.plan(pod, &ports, config);
+        changes.extend(plan.changes);
+        warnings.extend(plan.warnings);
     }
-    let mut warnings = detection.warnings.clone();
-    warnings.extend(mesh.warnings);
+    if !changes.is_empty() {
+        for (key, ports) in [
+            (RECORD_KEY, &ports.inbound),
+            (OUTBOUND_RECORD_KEY, &ports.outbound),
+        ] {
+            let record = format_port_list(ports.iter().copied());
+            if !ports.is_empty() && pod.annotation(key) != Some(record.as_str()) {
+                changes.push(Change::SetAnnotation {
+                    key: key.to_string(),
+                    value: record,
+                });
+            }
+        }
+    }
     Decision::Planned(Plan {
         detection,
-        ports,
+        ports: ports.inbound,
+        outbound: ports.outbound,
         changes,
         warnings,
     })
@@ -159,5 +311,221 @@ mod tests {
             ),
             Decision::Skipped(_)
         ));
+    }
+}
+
+#[cfg(test)]
+mod profile_tests {
+    use super::*;
+    use crate::patch;
+    use serde_json::{Value, json};
+
+    fn config(meshes: &[Mesh]) -> Config {
+        Config {
+            meshes: MeshSelection {
+                explicit: meshes.to_vec(),
+                ..MeshSelection::default()
+            },
+            ..Config::default()
+        }
+    }
+
+    fn pod(annotations: Option<Value>) -> Value {
+        let mut pod = json!({"metadata": {"name": "mail"}, "spec": {"containers": [{"name": "app", "ports": [
+            {"containerPort": 587}, {"containerPort": 25}]}]}});
+        if let Some(annotations) = annotations {
+            pod["metadata"]["annotations"] = annotations;
+        }
+        pod
+    }
+
+    fn decide_value(pod: &Value, config: &Config) -> Decision {
+        let bytes = serde_json::to_vec(pod).unwrap();
+        decide(&PodView::from_json(&bytes).unwrap(), config)
+    }
+
+    /// The pod after applying the decision's patch.
+    fn applied(pod: &Value, config: &Config) -> Value {
+        let bytes = serde_json::to_vec(pod).unwrap();
+        let view = PodView::from_json(&bytes).unwrap();
+        let mut patched = pod.clone();
+        json_patch::patch(
+            &mut patched,
+            &patch::build(&view, decide(&view, config).changes()).0,
+        )
+        .unwrap();
+        patched
+    }
+
+    #[test]
+    fn annotation_profiles_merge_like_istio() {
+        for (mesh, key) in [
+            (Mesh::Linkerd, linkerd::PROFILE.inbound_key),
+            (Mesh::Kuma, kuma::PROFILE.inbound_key),
+            (Mesh::Consul, consul::PROFILE.inbound_key),
+        ] {
+            let config = config(&[mesh]);
+            let cases: Vec<(Option<Value>, Option<&str>)> = vec![
+                (None, Some("25,587")),
+                (Some(json!({})), Some("25,587")),
+                (Some(json!({key: "9090, 8080"})), Some("25,587,8080,9090")),
+                (Some(json!({key: "587,25"})), None),
+            ];
+            for (annotations, expected) in cases {
+                let pod = pod(annotations.clone());
+                let patched = applied(&pod, &config);
+                assert_eq!(
+                    patched["metadata"]["annotations"][key].as_str(),
+                    expected.or(annotations.as_ref().and_then(|a| a[key].as_str())),
+                    "{mesh:?} {annotations:?}"
+                );
+                assert!(
+                    decide_value(&patched, &config).changes().is_empty(),
+                    "{mesh:?}: second pass changes nothing"
+                );
+            }
+            let invalid = pod(Some(json!({key: "25,"})));
+            let decision = decide_value(&invalid, &config);
+            assert!(decision.changes().is_empty(), "{mesh:?}");
+            assert!(
+                decision.warnings()[0].starts_with(&format!("{key} left unchanged")),
+                "{:?}",
+                decision.warnings()
+            );
+        }
+    }
+
+    #[test]
+    fn linkerd_keeps_ranges_that_cover_the_ports() {
+        let config = config(&[Mesh::Linkerd]);
+        let covered = pod(Some(json!({linkerd::PROFILE.inbound_key: "20-30,500-600"})));
+        assert!(decide_value(&covered, &config).changes().is_empty());
+        let partly = pod(Some(json!({linkerd::PROFILE.inbound_key: "20-30"})));
+        assert_eq!(
+            applied(&partly, &config)["metadata"]["annotations"][linkerd::PROFILE.inbound_key],
+            "20-30,587"
+        );
+        // Ranges are not Kuma syntax.
+        let kuma = pod(Some(json!({kuma::PROFILE.inbound_key: "20-30"})));
+        assert!(
+            !decide_value(&kuma, &self::config(&[Mesh::Kuma]))
+                .warnings()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn each_profile_honours_its_opt_outs() {
+        let cases = [
+            (Mesh::Linkerd, json!({"linkerd.io/inject": "disabled"})),
+            (Mesh::Kuma, json!({"kuma.io/sidecar-injection": "disabled"})),
+            (
+                Mesh::Consul,
+                json!({"consul.hashicorp.com/connect-inject": "false"}),
+            ),
+            (
+                Mesh::Consul,
+                json!({"consul.hashicorp.com/transparent-proxy": "false"}),
+            ),
+            (Mesh::Istio, json!({"sidecar.istio.io/inject": "false"})),
+        ];
+        for (mesh, annotations) in cases {
+            assert!(
+                matches!(
+                    decide_value(&pod(Some(annotations.clone())), &config(&[mesh])),
+                    Decision::Skipped(_)
+                ),
+                "{mesh:?} {annotations}"
+            );
+        }
+    }
+
+    #[test]
+    fn several_meshes_at_once() {
+        let patched = applied(
+            &pod(None),
+            &config(&[Mesh::Istio, Mesh::Linkerd, Mesh::Kuma, Mesh::Consul]),
+        );
+        let annotations = &patched["metadata"]["annotations"];
+        for key in [
+            istio::EXCLUDE_INBOUND,
+            linkerd::PROFILE.inbound_key,
+            kuma::PROFILE.inbound_key,
+            consul::PROFILE.inbound_key,
+            RECORD_KEY,
+        ] {
+            assert_eq!(annotations[key], "25,587", "{key}");
+        }
+    }
+
+    #[test]
+    fn auto_follows_the_pods_markers() {
+        let auto = Config {
+            meshes: MeshSelection {
+                explicit: vec![],
+                auto: true,
+                auto_fallback: vec![Mesh::Istio],
+            },
+            ..Config::default()
+        };
+        let linkerd_pod = pod(Some(json!({"linkerd.io/inject": "enabled"})));
+        let patched = applied(&linkerd_pod, &auto);
+        assert_eq!(
+            patched["metadata"]["annotations"][linkerd::PROFILE.inbound_key],
+            "25,587"
+        );
+        assert!(
+            patched["metadata"]["annotations"]
+                .get(istio::EXCLUDE_INBOUND)
+                .is_none()
+        );
+        // No marker: the fallback.
+        let patched = applied(&pod(None), &auto);
+        assert_eq!(
+            patched["metadata"]["annotations"][istio::EXCLUDE_INBOUND],
+            "25,587"
+        );
+    }
+
+    #[test]
+    fn outbound_ports_from_config_and_annotation() {
+        let mut config = config(&[Mesh::Istio, Mesh::Linkerd, Mesh::Kuma, Mesh::Consul]);
+        config.outbound_ports = vec![2525];
+        let client = json!({"metadata": {"annotations": {crate::detect::OUTBOUND_PORTS_KEY: "submission, 465"}},
+                            "spec": {"containers": [{"name": "app"}]}});
+        let patched = applied(&client, &config);
+        let annotations = &patched["metadata"]["annotations"];
+        for key in [
+            istio::EXCLUDE_OUTBOUND,
+            linkerd::PROFILE.outbound_key,
+            kuma::PROFILE.outbound_key,
+            consul::PROFILE.outbound_key,
+            OUTBOUND_RECORD_KEY,
+        ] {
+            assert_eq!(annotations[key], "465,587,2525", "{key}");
+        }
+        assert!(
+            annotations.get(RECORD_KEY).is_none(),
+            "no inbound ports, no inbound record"
+        );
+        assert!(decide_value(&patched, &config).changes().is_empty());
+
+        let bad = json!({"metadata": {"annotations": {crate::detect::OUTBOUND_PORTS_KEY: "gopher"}}, "spec": {"containers": [{"name": "app"}]}});
+        let decision = decide_value(&bad, &Config::default());
+        assert!(matches!(decision, Decision::NoPorts { .. }));
+        assert!(decision.warnings()[0].contains("serverfirst.dev/outbound-ports ignored"));
+    }
+
+    #[test]
+    fn ambient_pods_are_reported_not_patched() {
+        let mut ambient = pod(None);
+        ambient["metadata"]["labels"] = json!({"istio.io/dataplane-mode": "ambient"});
+        let decision = decide_value(&ambient, &Config::default());
+        assert!(decision.changes().is_empty());
+        assert!(
+            decision.warnings()[0].contains("ambient"),
+            "{:?}",
+            decision.warnings()
+        );
     }
 }
