@@ -68,6 +68,9 @@ pub struct PodAudit {
     pub reason: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What meshed clients still need (Istio auto-mTLS keeps sending mTLS to excluded ports).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub companion: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +94,7 @@ pub fn classify(pod: &PodView<'_>, config: &Config) -> PodAudit {
         fix: String::new(),
         reason: String::new(),
         warnings: Vec::new(),
+        companion: String::new(),
     };
     let decision = decide(pod, config);
     audit.warnings = decision.warnings().to_vec();
@@ -111,6 +115,14 @@ pub fn classify(pod: &PodView<'_>, config: &Config) -> PodAudit {
                 (false, false) => AuditStatus::WouldPatch,
             };
             audit.needs_restart = audit.status == AuditStatus::AtRisk;
+            let istio =
+                crate::mesh::meshes_for(pod, &config.meshes).contains(&crate::mesh::Mesh::Istio);
+            if istio && !plan.ports.is_empty() {
+                audit.companion = format!(
+                    "meshed clients need a DestinationRule with tls.mode DISABLE for port {} on each Service in front of this pod (`serverfirst render --companions` writes them)",
+                    format_port_list(plan.ports.iter().copied())
+                );
+            }
             audit.fix = match audit.status {
                 AuditStatus::AtRisk => match annotation {
                     Some(annotation) => format!("recreate the pod with serverfirst installed, or set {annotation} in its template"),

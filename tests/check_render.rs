@@ -270,3 +270,37 @@ fn render_in_place_rewrites_only_files_that_change() {
     );
     assert_eq!(std::fs::read_to_string(&unchanged).unwrap(), web);
 }
+
+#[test]
+fn check_and_render_give_the_destination_rule_meshed_clients_need() {
+    let (code, stdout, _) = serverfirst(
+        &["check", "-f", "manifests/examples/mox", "-o", "json"],
+        None,
+    );
+    assert_eq!(code, 1);
+    let rows: Value = serde_json::from_str(&stdout).unwrap();
+    let deployment = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "Deployment")
+        .unwrap();
+    let advice = deployment["companions"][0].as_str().unwrap();
+    assert!(advice.contains("DestinationRule mox-serverfirst (host mox.mail.svc.cluster.local, tls.mode DISABLE on port 25,465,587)"), "{advice}");
+
+    let (code, rendered, _) = serverfirst(
+        &["render", "--companions", "-f", "manifests/examples/mox"],
+        None,
+    );
+    assert_eq!(code, 0);
+    let companion = rendered
+        .split("# Companion for meshed clients (Istio auto-mTLS)\n")
+        .nth(1)
+        .expect("a companion document");
+    let rule: Value = serde_saphyr::from_str(companion).unwrap();
+    assert_eq!(rule["kind"], "DestinationRule");
+    assert_eq!(
+        rule["spec"]["trafficPolicy"]["portLevelSettings"][1],
+        serde_json::json!({"port": {"number": 465}, "tls": {"mode": "DISABLE"}})
+    );
+}

@@ -28,7 +28,13 @@ enum Output {
 /// Exit codes: 0 nothing to change, 1 something would be patched, 2 errors.
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let config = super::load_config(args.config.as_deref())?;
-    let rows = check_sources(manifests::read_sources(&args.file), &config);
+    let sources = manifests::read_sources(&args.file);
+    let mut rows = check_sources(&sources, &config);
+    let texts: Vec<(&str, &str)> = sources
+        .iter()
+        .filter_map(|s| Some((s.name.as_str(), s.text.as_deref().ok()?)))
+        .collect();
+    manifests::attach_companions(&mut rows, &texts, &config);
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Output::Text => print!("{}", text(&rows)),
@@ -37,12 +43,12 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(manifests::exit_code(&rows)))
 }
 
-pub(super) fn check_sources(sources: Vec<manifests::Source>, config: &Config) -> Vec<Row> {
+fn check_sources(sources: &[manifests::Source], config: &Config) -> Vec<Row> {
     sources
-        .into_iter()
-        .flat_map(|source| match source.text {
-            Ok(text) => manifests::check_text(&source.name, &text, config),
-            Err(message) => vec![Row::unreadable(&source.name, message)],
+        .iter()
+        .flat_map(|source| match &source.text {
+            Ok(text) => manifests::check_text(&source.name, text, config),
+            Err(message) => vec![Row::unreadable(&source.name, message.clone())],
         })
         .collect()
 }
@@ -86,6 +92,12 @@ fn text(rows: &[Row]) -> String {
         &cells,
     );
     for row in rows {
+        for companion in &row.companions {
+            out.push_str(&format!(
+                "companion: {}:{} (document {}): {companion}\n",
+                row.file, row.line, row.document
+            ));
+        }
         for warning in &row.warnings {
             out.push_str(&format!(
                 "warning: {}:{} (document {}): {warning}\n",

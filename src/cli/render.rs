@@ -13,6 +13,9 @@ pub struct RenderArgs {
     /// Rewrite the files in place instead of writing to standard output.
     #[arg(long)]
     in_place: bool,
+    /// Also write the DestinationRules meshed clients need (Istio auto-mTLS), after the documents.
+    #[arg(long)]
+    companions: bool,
     /// YAML configuration file (catalog overrides, mesh defaults).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -28,16 +31,16 @@ pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
     }
     let several = sources.len() > 1;
     let mut rows = Vec::new();
-    for source in sources {
-        let text = match source.text {
+    for source in &sources {
+        let text = match &source.text {
             Ok(text) => text,
             Err(message) => {
-                rows.push(Row::unreadable(&source.name, message));
+                rows.push(Row::unreadable(&source.name, message.clone()));
                 continue;
             }
         };
-        let (rendered, file_rows) = manifests::render_text(&source.name, &text, &config);
-        let changed = rendered != text;
+        let (rendered, file_rows) = manifests::render_text(&source.name, text, &config);
+        let changed = rendered != *text;
         rows.extend(file_rows);
         if args.in_place {
             if changed {
@@ -52,6 +55,18 @@ pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
             if !rendered.is_empty() && !rendered.ends_with('\n') {
                 println!();
             }
+        }
+    }
+    if args.companions {
+        let texts: Vec<(&str, &str)> = sources
+            .iter()
+            .filter_map(|s| Some((s.name.as_str(), s.text.as_deref().ok()?)))
+            .collect();
+        for rule in manifests::attach_companions(&mut rows, &texts, &config) {
+            print!(
+                "---\n# Companion for meshed clients (Istio auto-mTLS)\n{}",
+                serde_saphyr::to_string(&rule)?
+            );
         }
     }
     for row in rows.iter().filter(|r| r.status == Status::Error) {

@@ -15,6 +15,7 @@ use crate::mesh::{Change, Decision, decide};
 use crate::patch;
 use crate::pod::PodView;
 
+pub mod companions;
 mod text_edit;
 
 /// One YAML document of a stream, with the line it starts on (1-based).
@@ -276,6 +277,9 @@ pub struct Row {
     pub message: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Objects the user still needs beside the exclusion (see [`companions`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub companions: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -324,6 +328,7 @@ impl Row {
             changes: Vec::new(),
             message: String::new(),
             warnings: Vec::new(),
+            companions: Vec::new(),
         }
     }
 
@@ -566,6 +571,97 @@ fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) {
             files.push(path);
         }
     }
+}
+
+/// Finds the Services (in any of `texts`) in front of each workload's excluded ports, adds the
+/// advice to the workload's rows and returns the DestinationRules. Istio only: other meshes do
+/// not send mTLS to a port their proxy skips.
+pub fn attach_companions(rows: &mut [Row], texts: &[(&str, &str)], config: &Config) -> Vec<Value> {
+    use crate::mesh::Mesh;
+    if !config.meshes.explicit.contains(&Mesh::Istio) && !config.meshes.auto {
+        return Vec::new();
+    }
+    let mut services = Vec::new();
+    let mut workloads = Vec::new();
+    for (file, text) in texts {
+        for (index, document) in split_documents(text).into_iter().enumerate() {
+            let Ok(Some(value)) = parse_document(&document) else {
+                continue;
+            };
+            for (item, object) in objects(&value) {
+                match companions::Service::from_value(object) {
+                    Some(service) => services.push(service),
+                    None => {
+                        if let Some(workload) = workload(object, config) {
+                            workloads.push(((*file, index + 1, item), workload));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut rules = Vec::new();
+    for ((file, document, item), workload) in workloads {
+        let found = companions::destination_rules(&workload, &services);
+        let advice: Vec<String> = found.iter().map(companions::advice).collect();
+        for row in rows
+            .iter_mut()
+            .filter(|r| r.file == file && r.document == document && r.item == item)
+        {
+            row.companions.extend(advice.iter().cloned());
+        }
+        rules.extend(found);
+    }
+    rules
+}
+
+/// The workload view of an object whose pod template has excluded inbound ports.
+fn workload(object: &Value, config: &Config) -> Option<companions::Workload> {
+    let template = template(object, template_path(value_kind_of(object))?).ok()?;
+    let Decision::Planned(plan) = decide(&PodView::deserialize(template).ok()?, config) else {
+        return None;
+    };
+    if plan.ports.is_empty() {
+        return None;
+    }
+    let labels = template
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let containers = template
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    let named_ports = containers
+        .filter_map(|c| c.get("ports")?.as_array())
+        .flatten()
+        .filter_map(|p| {
+            Some((
+                p.get("name")?.as_str()?.to_string(),
+                u16::try_from(p.get("containerPort")?.as_u64()?).ok()?,
+            ))
+        })
+        .collect();
+    let field = |key: &str| {
+        object
+            .pointer(&format!("/metadata/{key}"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    Some(companions::Workload {
+        namespace: field("namespace"),
+        name: field("name"),
+        labels,
+        named_ports,
+        excluded: plan.ports,
+    })
 }
 
 /// Exit code of `check`/`render`/`audit`: 2 on errors, 1 when something needs a change, else 0.

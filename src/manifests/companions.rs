@@ -1,0 +1,224 @@
+//! Companion objects a user needs beside an exclusion. Under Istio auto-mTLS, meshed clients
+//! keep sending mTLS to a port the server's sidecar no longer captures ("Does auto mTLS work
+//! with excludeInboundPorts? No"), so each Service in front of an excluded port needs a
+//! DestinationRule that turns TLS off for that port.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::ports::PortSet;
+
+/// A pod template whose inbound ports serverfirst excludes.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Container port name → number, for Services that target ports by name.
+    pub named_ports: BTreeMap<String, u16>,
+    pub excluded: PortSet,
+}
+
+/// A Service: what it selects and which ports it forwards where.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub namespace: String,
+    pub name: String,
+    pub selector: BTreeMap<String, String>,
+    /// (service port, target port: number or name; absent means the same number)
+    pub ports: Vec<(u16, Option<Value>)>,
+}
+
+impl Service {
+    /// Reads a Service object; `None` for anything else or a Service without a selector.
+    pub fn from_value(value: &Value) -> Option<Service> {
+        (value.get("kind")?.as_str()? == "Service").then_some(())?;
+        let string_map = |v: Option<&Value>| -> BTreeMap<String, String> {
+            v.and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let selector = string_map(value.pointer("/spec/selector"));
+        if selector.is_empty() {
+            return None;
+        }
+        let ports = value
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .map(|ports| {
+                ports
+                    .iter()
+                    .filter(|p| {
+                        p.get("protocol")
+                            .and_then(Value::as_str)
+                            .is_none_or(|proto| proto == "TCP")
+                    })
+                    .filter_map(|p| {
+                        Some((
+                            u16::try_from(p.get("port")?.as_u64()?).ok()?,
+                            p.get("targetPort").cloned(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Service {
+            namespace: text(value.pointer("/metadata/namespace")),
+            name: text(value.pointer("/metadata/name")),
+            selector,
+            ports,
+        })
+    }
+
+    /// The service ports that forward to one of the workload's excluded ports.
+    fn ports_to(&self, workload: &Workload) -> Vec<u16> {
+        let selects = self.namespace == workload.namespace
+            && self
+                .selector
+                .iter()
+                .all(|(k, v)| workload.labels.get(k) == Some(v));
+        if !selects {
+            return Vec::new();
+        }
+        self.ports
+            .iter()
+            .filter(|(port, target)| {
+                let target_port = match target {
+                    None => Some(*port),
+                    Some(Value::Number(n)) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+                    Some(Value::String(name)) => workload
+                        .named_ports
+                        .get(name)
+                        .copied()
+                        .or_else(|| name.parse().ok()),
+                    Some(_) => None,
+                };
+                target_port.is_some_and(|p| workload.excluded.contains(&p))
+            })
+            .map(|(port, _)| *port)
+            .collect()
+    }
+}
+
+fn text(value: Option<&Value>) -> String {
+    value
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// One DestinationRule per Service that forwards to an excluded port: TLS off on those ports.
+pub fn destination_rules(workload: &Workload, services: &[Service]) -> Vec<Value> {
+    services
+        .iter()
+        .filter_map(|service| {
+            let ports = service.ports_to(workload);
+            (!ports.is_empty()).then(|| destination_rule(service, &ports))
+        })
+        .collect()
+}
+
+fn destination_rule(service: &Service, ports: &[u16]) -> Value {
+    let settings: Vec<Value> = ports
+        .iter()
+        .map(|p| json!({"port": {"number": p}, "tls": {"mode": "DISABLE"}}))
+        .collect();
+    let namespace = if service.namespace.is_empty() {
+        "default"
+    } else {
+        &service.namespace
+    };
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": format!("{}-serverfirst", service.name), "namespace": namespace},
+        "spec": {
+            "host": format!("{}.{namespace}.svc.cluster.local", service.name),
+            "trafficPolicy": {"portLevelSettings": settings}
+        }
+    })
+}
+
+/// One line of advice for a DestinationRule.
+pub fn advice(rule: &Value) -> String {
+    let ports: Vec<String> = rule
+        .pointer("/spec/trafficPolicy/portLevelSettings")
+        .and_then(Value::as_array)
+        .map(|settings| {
+            settings
+                .iter()
+                .filter_map(|s| s.pointer("/port/number").map(Value::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "meshed clients need DestinationRule {} (host {}, tls.mode DISABLE on port {}): Istio auto-mTLS does not know the port is excluded",
+        text(rule.pointer("/metadata/name")),
+        text(rule.pointer("/spec/host")),
+        ports.join(",")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workload() -> Workload {
+        Workload {
+            namespace: "mail".into(),
+            name: "mox".into(),
+            labels: BTreeMap::from([("app".into(), "mox".into()), ("tier".into(), "mail".into())]),
+            named_ports: BTreeMap::from([("submission".into(), 587)]),
+            excluded: [25, 587].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn one_rule_per_service_that_forwards_to_an_excluded_port() {
+        let service = Service::from_value(&json!({"kind": "Service", "metadata": {"name": "mox", "namespace": "mail"},
+            "spec": {"selector": {"app": "mox"}, "ports": [
+                {"name": "smtp", "port": 25}, {"name": "sub", "port": 1587, "targetPort": "submission"},
+                {"name": "https", "port": 443, "targetPort": 8443}, {"name": "dns", "port": 25, "protocol": "UDP"}]}}))
+        .unwrap();
+        let rules = destination_rules(&workload(), &[service]);
+        assert_eq!(
+            rules,
+            [json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "mox-serverfirst", "namespace": "mail"},
+            "spec": {"host": "mox.mail.svc.cluster.local", "trafficPolicy": {"portLevelSettings": [
+                {"port": {"number": 25}, "tls": {"mode": "DISABLE"}},
+                {"port": {"number": 1587}, "tls": {"mode": "DISABLE"}}]}}})]
+        );
+        assert!(advice(&rules[0]).contains(
+            "mox-serverfirst (host mox.mail.svc.cluster.local, tls.mode DISABLE on port 25,1587)"
+        ));
+    }
+
+    #[test]
+    fn services_that_do_not_select_the_workload_get_nothing() {
+        for spec in [
+            json!({"selector": {"app": "web"}, "ports": [{"port": 25}]}),
+            json!({"selector": {"app": "mox"}, "ports": [{"port": 80, "targetPort": 8080}]}),
+        ] {
+            let service = Service::from_value(&json!({"kind": "Service", "metadata": {"name": "s", "namespace": "mail"}, "spec": spec})).unwrap();
+            assert!(destination_rules(&workload(), &[service]).is_empty());
+        }
+        let other_namespace = Service::from_value(
+            &json!({"kind": "Service", "metadata": {"name": "s", "namespace": "web"},
+            "spec": {"selector": {"app": "mox"}, "ports": [{"port": 25}]}}),
+        )
+        .unwrap();
+        assert!(destination_rules(&workload(), &[other_namespace]).is_empty());
+        assert!(
+            Service::from_value(&json!({"kind": "Service", "spec": {"ports": [{"port": 25}]}}))
+                .is_none(),
+            "no selector"
+        );
+    }
+}
