@@ -2,67 +2,19 @@
 
 mod webhook_support;
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use webhook_support::SpawnedServe;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const REVIEW: &str = include_str!("fixtures/review-mail-deployment.json");
 
-/// Kills the server by PID when the test ends, also on failure.
-struct Server {
-    child: Child,
-    webhook: SocketAddr,
-    ca_pem: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_self_signed() -> Server {
-    let (webhook, metrics) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_serverfirst"))
-        .args([
-            "serve",
-            "--self-signed",
-            "--listen",
-            &format!("127.0.0.1:{webhook}"),
-        ])
-        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut ca_pem = String::new();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    while !ca_pem.contains("-----END CERTIFICATE-----") {
-        let mut line = String::new();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "stdout closed before the CA was printed"
-        );
-        ca_pem.push_str(&line);
-    }
-    let server = Server {
-        child,
-        webhook: ([127, 0, 0, 1], webhook).into(),
-        ca_pem,
-    };
-    wait_ready(metrics);
+fn start_self_signed() -> SpawnedServe {
+    let server = SpawnedServe::start(&[], Stdio::null());
+    wait_ready(server.metrics_port);
     server
 }
 

@@ -4,9 +4,10 @@
 
 mod webhook_support;
 
-use std::io::{BufRead, BufReader, Write as _};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use webhook_support::SpawnedServe;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,69 +23,21 @@ const REQUESTS_PER_WORKER: usize = 125;
 const SLOW_CLIENTS: usize = 16;
 const MAX_BODY: usize = 64 * 1024;
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    ca_pem: String,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-fn start(dir: &std::path::Path) -> Server {
-    let (port, metrics) = (free_port(), free_port());
-    let log = dir.join("serve.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_serverfirst"))
-        .args([
-            "serve",
-            "--self-signed",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
-        .args([
-            "--max-body-bytes",
-            &MAX_BODY.to_string(),
-            "--header-read-timeout",
-            "500ms",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut ca_pem = String::new();
-    while !ca_pem.contains("-----END CERTIFICATE-----") {
-        let mut line = String::new();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "no CA printed");
-        ca_pem.push_str(&line);
-    }
-    Server {
-        child,
-        addr: ([127, 0, 0, 1], port).into(),
-        ca_pem,
-        log,
-    }
+fn start(log: &std::path::Path) -> SpawnedServe {
+    let max_body = MAX_BODY.to_string();
+    let args = [
+        "--max-body-bytes",
+        max_body.as_str(),
+        "--header-read-timeout",
+        "500ms",
+    ];
+    SpawnedServe::start(&args, std::fs::File::create(log).unwrap().into())
 }
 
 #[derive(Clone, Copy)]
@@ -205,13 +158,14 @@ async fn slow_client(addr: SocketAddr, ca_pem: Arc<String>) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_load_leaves_the_server_healthy() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path());
+    let log = dir.path().join("serve.log");
+    let server = start(&log);
     let pid = server.child.id();
     let ca_pem = Arc::new(server.ca_pem.clone());
 
     // Warm up, learn the one correct answer, and take the baseline memory.
     let (status, expected) =
-        webhook_support::post(server.addr, &ca_pem, "/mutate", REVIEW.into(), false).await;
+        webhook_support::post(server.webhook, &ca_pem, "/mutate", REVIEW.into(), false).await;
     assert_eq!(status, 200);
     let expected = Arc::new(expected);
     let baseline = rss_kib(pid);
@@ -219,12 +173,12 @@ async fn mixed_load_leaves_the_server_healthy() {
     let counts = Arc::new(Counts::default());
     let started = Instant::now();
     let slow: Vec<_> = (0..SLOW_CLIENTS)
-        .map(|_| tokio::spawn(slow_client(server.addr, ca_pem.clone())))
+        .map(|_| tokio::spawn(slow_client(server.webhook, ca_pem.clone())))
         .collect();
     let workers: Vec<_> = (0..WORKERS)
         .map(|seed| {
             tokio::spawn(worker(
-                server.addr,
+                server.webhook,
                 ca_pem.clone(),
                 expected.clone(),
                 counts.clone(),
@@ -250,8 +204,8 @@ async fn mixed_load_leaves_the_server_healthy() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let settled = rss_kib(pid);
     let (status, answer) =
-        webhook_support::post(server.addr, &ca_pem, "/mutate", REVIEW.into(), false).await;
-    let log = std::fs::read_to_string(&server.log).unwrap();
+        webhook_support::post(server.webhook, &ca_pem, "/mutate", REVIEW.into(), false).await;
+    let log = std::fs::read_to_string(&log).unwrap();
 
     let (good, bad, oversized, failures) = (
         counts.good.load(Ordering::Relaxed),

@@ -1,6 +1,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::TextOrJson;
+
 use crate::catalog::Catalog;
 use crate::ports::format_port_list;
 use crate::report;
@@ -8,24 +10,18 @@ use crate::report;
 #[derive(Debug, clap::Args)]
 pub struct CatalogArgs {
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
-    output: Output,
+    #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
+    output: TextOrJson,
     /// YAML configuration file whose catalog overrides to apply.
     #[arg(long)]
     config: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Output {
-    Text,
-    Json,
-}
-
 pub fn run(args: CatalogArgs) -> anyhow::Result<ExitCode> {
     let config = super::load_config(args.config.as_deref())?;
     let text = match args.output {
-        Output::Json => serde_json::to_string_pretty(&config.catalog)? + "\n",
-        Output::Text => table(&config.catalog),
+        TextOrJson::Json => serde_json::to_string_pretty(&config.catalog)? + "\n",
+        TextOrJson::Text => table(&config.catalog),
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)

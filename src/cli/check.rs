@@ -1,6 +1,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::TextOrJson;
+
 use crate::config::Config;
 use crate::manifests::{self, Row, Status};
 use crate::ports::format_port_list;
@@ -12,17 +14,11 @@ pub struct CheckArgs {
     #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
     file: PathBuf,
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
-    output: Output,
+    #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
+    output: TextOrJson,
     /// YAML configuration file (catalog overrides, mesh defaults).
     #[arg(long)]
     config: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Output {
-    Text,
-    Json,
 }
 
 /// Exit codes: 0 nothing to change, 1 something would be patched, 2 errors.
@@ -36,8 +32,8 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         .collect();
     manifests::attach_companions(&mut rows, &texts, &config);
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-        Output::Text => print!("{}", text(&rows)),
+        TextOrJson::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        TextOrJson::Text => print!("{}", text(&rows)),
     }
     eprintln!("{}", summary(&rows));
     Ok(ExitCode::from(manifests::exit_code(&rows)))

@@ -152,3 +152,66 @@ pub async fn served_certificate(addr: SocketAddr, ca_pem: &str) -> std::io::Resu
         .map(|c| c.as_ref().to_vec())
         .unwrap_or_default())
 }
+
+/// `serverfirst serve --self-signed` as a child process on free loopback ports; killed by PID
+/// when dropped, also when the test fails.
+pub struct SpawnedServe {
+    pub child: std::process::Child,
+    pub webhook: SocketAddr,
+    pub metrics_port: u16,
+    pub ca_pem: String,
+}
+
+impl Drop for SpawnedServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl SpawnedServe {
+    /// Starts the binary with `extra_args`, logging to `stderr`; returns once the CA is printed
+    /// (the listeners are bound by then).
+    pub fn start(extra_args: &[&str], stderr: std::process::Stdio) -> SpawnedServe {
+        use std::io::BufRead;
+        let (webhook, metrics_port) = (free_port(), free_port());
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_serverfirst"))
+            .args([
+                "serve",
+                "--self-signed",
+                "--listen",
+                &format!("127.0.0.1:{webhook}"),
+            ])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .args(extra_args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut ca_pem = String::new();
+        while !ca_pem.contains("-----END CERTIFICATE-----") {
+            let mut line = String::new();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "stdout closed before the CA was printed"
+            );
+            ca_pem.push_str(&line);
+        }
+        SpawnedServe {
+            child,
+            webhook: ([127, 0, 0, 1], webhook).into(),
+            metrics_port,
+            ca_pem,
+        }
+    }
+}
