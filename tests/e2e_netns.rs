@@ -20,10 +20,9 @@ mod e2e_pods;
 mod istio_model;
 
 use std::fs::File;
-use std::io::Write as _;
+use std::io::{Read, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use e2e_pods::{SMTP_PORTS, admitted_shapes, container_ports, created_pod};
@@ -104,32 +103,54 @@ fn prerequisites(test: &str, tag: &str) -> bool {
     true
 }
 
-/// Runs `command` to completion within [`COMMAND_LIMIT`], killing it (by its PID) past that.
+/// Runs `command` to completion within [`COMMAND_LIMIT`], killing it past that.
 fn run_bounded(mut command: Command) -> Output {
     let description = format!("{command:?}");
-    let child = command
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("start {description}: {e}"));
-    let pid = child.id();
-    let (done, finished) = mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    let output = match finished.recv_timeout(COMMAND_LIMIT) {
-        Ok(output) => output,
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            let _ = waiter.join();
-            panic!("{description} still running after {COMMAND_LIMIT:?}; killed");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + COMMAND_LIMIT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{description} still running after {COMMAND_LIMIT:?}; killed");
+            }
+            Err(e) => panic!("wait for {description}: {e}"),
         }
     };
-    let _ = waiter.join();
-    output.unwrap_or_else(|e| panic!("wait for {description}: {e}"))
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
 }
 
 fn checked(command: Command) -> Output {
