@@ -1,0 +1,117 @@
+//! The pods of the end-to-end tests: the mox mail-server pod of the captured AdmissionReview, as
+//! created without serverfirst and as serverfirst's webhook (over real TLS) returns it, in the
+//! three shapes serverfirst patches. Needs `mod webhook_support;` and the Istio model in the
+//! including test crate.
+#![allow(dead_code)]
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Value, json};
+use serverfirst::config::Config;
+use serverfirst::server::Limits;
+
+use crate::istio_model::{INCLUDE_INBOUND_PORTS, IptablesArgs};
+use crate::webhook_support::TestServer;
+
+const REVIEW: &str = include_str!("../fixtures/review-mail-deployment.json");
+
+/// The server-first ports of the mail container (SMTP and submission): plain SMTP, served in the
+/// tests by serverfirst's reference SMTP server.
+pub const SMTP_PORTS: [u16; 2] = [25, 587];
+
+/// A pod as it reaches the webhook, and why it looks like that.
+pub struct Shape {
+    pub name: &'static str,
+    pub pod: Value,
+}
+
+/// The pod of the captured review, as created (no annotation of Istio's).
+pub fn created_pod() -> Value {
+    let review: Value = serde_json::from_str(REVIEW).expect("fixture review");
+    review["request"]["object"].clone()
+}
+
+/// Every `containerPort` of the pod's containers.
+pub fn container_ports(pod: &Value) -> Vec<u16> {
+    let containers = pod["spec"]["containers"].as_array().expect("containers");
+    containers
+        .iter()
+        .filter_map(|c| c["ports"].as_array())
+        .flatten()
+        .filter_map(|p| p["containerPort"].as_u64())
+        .map(|p| u16::try_from(p).expect("port"))
+        .collect()
+}
+
+/// The three shapes serverfirst patches: plain (it adds `excludeInboundPorts`), with an explicit
+/// `includeInboundPorts` list (it shrinks the list), and already injected (it amends the
+/// `istio-init` container Istio rendered).
+pub fn shapes() -> Vec<Shape> {
+    let plain = created_pod();
+
+    let mut include_list = created_pod();
+    include_list["metadata"]["annotations"][INCLUDE_INBOUND_PORTS] = json!("25,587,443,993");
+
+    let mut injected = created_pod();
+    let rendered = IptablesArgs::from_annotations(&injected)
+        .expect("valid annotations")
+        .expect("REDIRECT mode");
+    let mut args = vec!["istio-iptables".to_string()];
+    args.extend(rendered.to_args());
+    args.push("--log_output_level=default:info".to_string());
+    injected["spec"]["initContainers"] = json!([{
+        "name": "istio-init",
+        "image": "docker.io/istio/proxyv2:1.24.0",
+        "args": args,
+    }]);
+    injected["metadata"]["annotations"]["sidecar.istio.io/status"] =
+        json!(r#"{"initContainers":["istio-init"],"containers":["istio-proxy"]}"#);
+
+    vec![
+        Shape {
+            name: "annotations",
+            pod: plain,
+        },
+        Shape {
+            name: "includeInboundPorts list",
+            pod: include_list,
+        },
+        Shape {
+            name: "already injected istio-init",
+            pod: injected,
+        },
+    ]
+}
+
+/// Sends `pod` to serverfirst's webhook (`/mutate`, HTTPS on 127.0.0.1) in the captured review
+/// and returns the pod with the returned JSON patch applied.
+pub async fn admit(server: &TestServer, pod: &Value) -> Value {
+    let mut review: Value = serde_json::from_str(REVIEW).expect("fixture review");
+    review["request"]["object"] = pod.clone();
+    let (status, body) = server
+        .post("/mutate", serde_json::to_vec(&review).expect("review JSON"))
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let response: Value = serde_json::from_slice(&body).expect("AdmissionReview JSON");
+    assert_eq!(response["response"]["allowed"], true, "{response}");
+    let mut patched = pod.clone();
+    if let Some(encoded) = response["response"]["patch"].as_str() {
+        assert_eq!(response["response"]["patchType"], "JSONPatch");
+        let patch: json_patch::Patch =
+            serde_json::from_slice(&BASE64.decode(encoded).expect("base64")).expect("patch");
+        json_patch::patch(&mut patched, &patch).expect("patch applies");
+    }
+    patched
+}
+
+/// Starts the webhook with its default configuration and admits every shape: each shape as sent,
+/// with the pod serverfirst returned.
+pub async fn admitted_shapes() -> Vec<(Shape, Value)> {
+    let server = TestServer::start(Config::default(), Limits::default()).await;
+    let mut admitted = Vec::new();
+    for shape in shapes() {
+        let pod = admit(&server, &shape.pod).await;
+        admitted.push((shape, pod));
+    }
+    admitted
+}
