@@ -10,6 +10,8 @@
 mod common;
 mod webhook_support;
 
+#[path = "support/e2e_front.rs"]
+mod e2e_front;
 #[path = "support/e2e_pods.rs"]
 mod e2e_pods;
 #[path = "support/istio_model.rs"]
@@ -17,27 +19,19 @@ mod istio_model;
 #[path = "support/smtp_harness.rs"]
 mod smtp_harness;
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use e2e_front::{MailServer, PodFront, STALL_WAIT, probe_port};
 use e2e_pods::{SMTP_PORTS, Shape, admitted_shapes, container_ports, created_pod};
 use istio_model::{IptablesArgs, pod_capture};
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use serverfirst::probe::{Outcome, ProbeOptions, ProbeReport, probe};
-use serverfirst::smtp::SmtpConfig;
-use smtp_harness::{HOSTNAME, TestServer};
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use serverfirst::probe::Outcome;
+use smtp_harness::HOSTNAME;
 
-/// How long a client waits silently for the banner before it concludes there is a stall.
-const STALL_WAIT: Duration = Duration::from_secs(1);
 /// The most a banner may take to count as "at once".
 const AT_ONCE: Duration = Duration::from_millis(100);
 /// Ports the patch must leave captured: client-first TLS, HTTPS and metrics stay in the mesh.
@@ -57,136 +51,6 @@ fn capture_of(pod: &serde_json::Value) -> IptablesArgs {
     pod_capture(pod)
         .expect("Istio accepts the pod")
         .expect("the pod is captured in REDIRECT mode")
-}
-
-/// Stand-in for Envoy's `virtualInbound` listener with protocol sniffing and no detection
-/// timeout: accepts, waits for the client's first bytes, only then connects upstream and relays.
-struct SniffingProxy {
-    addr: SocketAddr,
-    upstream_connections: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
-}
-
-impl SniffingProxy {
-    async fn start(upstream: SocketAddr) -> SniffingProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy address");
-        let upstream_connections = Arc::new(AtomicUsize::new(0));
-        let counter = upstream_connections.clone();
-        let task = tokio::spawn(async move {
-            // Dropping the set (when the task is aborted) aborts every relay with it.
-            let mut relays = JoinSet::new();
-            while let Ok((mut client, _)) = listener.accept().await {
-                let counter = counter.clone();
-                relays.spawn(async move {
-                    let mut first = vec![0; 4096];
-                    let n = match client.read(&mut first).await {
-                        Ok(n) if n > 0 => n,
-                        _ => return, // gave up without a byte: no upstream connection at all
-                    };
-                    let Ok(mut server) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    if tokio::io::AsyncWriteExt::write_all(&mut server, &first[..n])
-                        .await
-                        .is_ok()
-                    {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-            }
-        });
-        SniffingProxy {
-            addr,
-            upstream_connections,
-            task,
-        }
-    }
-}
-
-impl Drop for SniffingProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// The reference SMTP server on each server-first port of the pod ("the app"), one Maildir.
-struct MailServer {
-    servers: BTreeMap<u16, TestServer>,
-    maildir: tempfile::TempDir,
-}
-
-impl MailServer {
-    async fn start() -> MailServer {
-        let maildir = tempfile::tempdir().expect("Maildir");
-        let mut servers = BTreeMap::new();
-        for port in SMTP_PORTS {
-            let config = SmtpConfig {
-                maildir: Some(maildir.path().to_path_buf()),
-                ..smtp_harness::config()
-            };
-            servers.insert(port, TestServer::start(config).await);
-        }
-        MailServer { servers, maildir }
-    }
-
-    fn app(&self, port: u16) -> SocketAddr {
-        self.servers[&port].addr
-    }
-
-    fn nothing_delivered(&mut self) -> bool {
-        self.servers
-            .values_mut()
-            .all(|server| server.deliveries.try_recv().is_err())
-    }
-
-    async fn stop(self) {
-        for server in self.servers.into_values() {
-            server.stop().await.expect("SMTP server ran cleanly");
-        }
-    }
-}
-
-/// The pod's server-first ports as a client outside the pod reaches them: through a sniffing
-/// proxy where the model says the sidecar captures the port, straight to the server elsewhere.
-struct PodFront {
-    addrs: BTreeMap<u16, SocketAddr>,
-    proxies: BTreeMap<u16, SniffingProxy>,
-}
-
-impl PodFront {
-    async fn new(capture: &IptablesArgs, server: &MailServer) -> PodFront {
-        let mut addrs = BTreeMap::new();
-        let mut proxies = BTreeMap::new();
-        for port in SMTP_PORTS {
-            let app = server.app(port);
-            if capture.captured(port) {
-                let proxy = SniffingProxy::start(app).await;
-                addrs.insert(port, proxy.addr);
-                proxies.insert(port, proxy);
-            } else {
-                addrs.insert(port, app);
-            }
-        }
-        PodFront { addrs, proxies }
-    }
-
-    fn upstream_connections(&self, port: u16) -> usize {
-        self.proxies[&port]
-            .upstream_connections
-            .load(Ordering::SeqCst)
-    }
-}
-
-async fn probe_port(front: &PodFront, port: u16) -> ProbeReport {
-    let options = ProbeOptions {
-        timeout: Duration::from_secs(3),
-        send_after: STALL_WAIT,
-    };
-    probe(&front.addrs[&port].to_string(), &options)
-        .await
-        .expect("the probe connects")
 }
 
 fn lettre_mailer(addr: SocketAddr, timeout: Duration) -> AsyncSmtpTransport<Tokio1Executor> {
@@ -215,7 +79,7 @@ async fn created_pod_stalls_on_every_server_first_port() {
         assert!(capture.captured(port), "port {port} of the created pod");
     }
     let mut server = MailServer::start().await;
-    let front = PodFront::new(&capture, &server).await;
+    let front = PodFront::new(|port| capture.captured(port), &server).await;
 
     let (r25, r587) = tokio::join!(probe_port(&front, 25), probe_port(&front, 587));
     for (port, report) in [(25, r25), (587, r587)] {
@@ -275,7 +139,7 @@ async fn patched_pod_greets_at_once_in_every_shape() {
             );
         }
 
-        let front = PodFront::new(&after, &server).await;
+        let front = PodFront::new(|port| after.captured(port), &server).await;
         for port in SMTP_PORTS {
             let report = probe_port(&front, port).await;
             assert_eq!(report.outcome, Outcome::Banner, "{name} {port}: {report:?}");
@@ -299,7 +163,7 @@ async fn lettre_delivers_through_the_patched_pod() {
         "25,465,587"
     );
     let mut server = MailServer::start().await;
-    let front = PodFront::new(&capture_of(pod), &server).await;
+    let front = PodFront::new(|port| capture_of(pod).captured(port), &server).await;
     assert!(front.proxies.is_empty(), "no SMTP port may stay captured");
 
     let started = std::time::Instant::now();
