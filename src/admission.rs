@@ -92,20 +92,22 @@ pub struct Reviewed {
     pub outcome: Outcome,
 }
 
+/// The envelope, generic over how the object is read: as raw JSON (`&RawValue`), or straight
+/// into the pod view in the same pass ([`PodObject`]).
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewIn<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+struct ReviewIn<'a, O> {
     #[serde(borrow, default)]
     api_version: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    request: Option<RequestIn<'a>>,
+    request: Option<RequestIn<'a, O>>,
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RequestIn<'a> {
+#[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
+struct RequestIn<'a, O> {
     #[serde(borrow, default)]
     uid: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -116,8 +118,19 @@ struct RequestIn<'a> {
     operation: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     namespace: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    object: Option<&'a RawValue>,
+    #[serde(default)]
+    object: Option<O>,
+}
+
+/// A request object read as a pod view while the envelope is parsed. Unlike `Option<PodView>`
+/// it does not take `null` for absent: a null object fails this read, like any object that is
+/// not a pod, and the two-pass read then answers it.
+struct PodObject<'a>(PodView<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for PodObject<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        PodView::deserialize(deserializer).map(PodObject)
+    }
 }
 
 #[derive(Deserialize)]
@@ -167,8 +180,36 @@ impl<'a> ResponseOut<'a> {
 }
 
 /// Answers one AdmissionReview request body in `mode`.
+///
+/// One pass reads the envelope and the pod view together. When that fails (not JSON, not
+/// UTF-8, an object that is not a pod, ...), the envelope is read on its own with the object
+/// kept raw, and the object read as a pod second, so that every answer, error and log line is
+/// that of the two-pass read; a body that one pass reads, the two-pass read reads alike.
 pub fn review(body: &[u8], mode: Mode, config: &Config) -> Result<Reviewed, RequestError> {
-    let review: ReviewIn<'_> = serde_json::from_slice(body)?;
+    // Strings skipped inside the object are not checked for UTF-8 by the one-pass read, but
+    // are by the raw read of the object: check them all first.
+    if std::str::from_utf8(body).is_ok()
+        && let Ok(review) = serde_json::from_slice::<ReviewIn<'_, PodObject<'_>>>(body)
+    {
+        return answer(review, mode, config, |object| Ok(object.0));
+    }
+    review_two_pass(body, mode, config)
+}
+
+/// The envelope with the object kept raw, then the object read as a pod.
+fn review_two_pass(body: &[u8], mode: Mode, config: &Config) -> Result<Reviewed, RequestError> {
+    let review: ReviewIn<'_, &RawValue> = serde_json::from_slice(body)?;
+    answer(review, mode, config, |object| {
+        PodView::from_json(object.get().as_bytes()).map_err(|e| e.to_string())
+    })
+}
+
+fn answer<'a, O>(
+    review: ReviewIn<'a, O>,
+    mode: Mode,
+    config: &Config,
+    read_pod: impl FnOnce(O) -> Result<PodView<'a>, String>,
+) -> Result<Reviewed, RequestError> {
     let api_version = review.api_version.unwrap_or_default();
     if api_version != API_VERSION {
         return Err(RequestError::ApiVersion(api_version.into_owned()));
@@ -185,15 +226,21 @@ pub fn review(body: &[u8], mode: Mode, config: &Config) -> Result<Reviewed, Requ
         .ok_or(RequestError::MissingUid)?;
 
     let mut response = ResponseOut::allowed(uid);
-    let outcome = match pod_create_object(&request) {
-        None => Outcome::NotApplicable,
-        Some(object) => review_pod(
-            object,
-            request.namespace.as_deref().unwrap_or_default(),
-            mode,
-            config,
-            &mut response,
-        ),
+    let outcome = match is_pod_create(&request) {
+        false => Outcome::NotApplicable,
+        true => {
+            let pod = match request.object {
+                Some(object) => read_pod(object),
+                None => Err("request.object is missing".to_string()),
+            };
+            review_pod(
+                pod,
+                request.namespace.as_deref().unwrap_or_default(),
+                mode,
+                config,
+                &mut response,
+            )
+        }
     };
     let body = serde_json::to_vec(&ReviewOut {
         api_version: API_VERSION,
@@ -203,8 +250,8 @@ pub fn review(body: &[u8], mode: Mode, config: &Config) -> Result<Reviewed, Requ
     Ok(Reviewed { body, outcome })
 }
 
-/// The object of a Pod CREATE (not a subresource); `None` for anything else.
-fn pod_create_object<'r>(request: &RequestIn<'r>) -> Option<Option<&'r RawValue>> {
+/// A Pod CREATE (not a subresource).
+fn is_pod_create<O>(request: &RequestIn<'_, O>) -> bool {
     let is_pod = request
         .kind
         .as_ref()
@@ -214,20 +261,16 @@ fn pod_create_object<'r>(request: &RequestIn<'r>) -> Option<Option<&'r RawValue>
         .sub_resource
         .as_deref()
         .is_some_and(|s| !s.is_empty());
-    (is_pod && is_create && !is_subresource).then_some(request.object)
+    is_pod && is_create && !is_subresource
 }
 
 fn review_pod(
-    object: Option<&RawValue>,
+    parsed: Result<PodView<'_>, String>,
     namespace: &str,
     mode: Mode,
     config: &Config,
     response: &mut ResponseOut<'_>,
 ) -> Outcome {
-    let parsed = match object {
-        Some(object) => PodView::from_json(object.get().as_bytes()).map_err(|e| e.to_string()),
-        None => Err("request.object is missing".to_string()),
-    };
     let pod = match parsed {
         Ok(pod) => pod,
         Err(error) => {
@@ -487,6 +530,77 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(error.contains(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn one_pass_answers_as_two_passes_do() {
+        let fixture: Value = serde_json::from_str(include_str!(
+            "../tests/fixtures/review-mail-deployment.json"
+        ))
+        .unwrap();
+        let with = |pointer: &str, value: Value| {
+            let mut review = fixture.clone();
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            let parent = review.pointer_mut(parent).unwrap().as_object_mut().unwrap();
+            parent.insert(key.to_string(), value);
+            serde_json::to_vec(&review).unwrap()
+        };
+        let fixture_bytes = serde_json::to_vec(&fixture).unwrap();
+        // Arrays nested `depth` deep at `pointer`, around serde_json's recursion limit.
+        let nested = |pointer: &str, depth: usize| {
+            let body = String::from_utf8(with(pointer, json!("NESTED"))).unwrap();
+            let value = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            body.replace("\"NESTED\"", &value).into_bytes()
+        };
+        let image = br#""r.xmox.nl/mox:v0.0.15""#;
+        let bad_utf8_in = |needle: &[u8]| {
+            let at = fixture_bytes
+                .windows(needle.len())
+                .position(|w| w == needle)
+                .unwrap();
+            let mut body = fixture_bytes.clone();
+            body[at + 2] = 0xff;
+            body
+        };
+        let mut bodies = vec![
+            fixture_bytes.clone(),
+            with("/request/object", Value::Null),
+            with("/request/object", json!({"spec": {"containers": "nope"}})),
+            with("/request/object", json!([1, 2])),
+            with("/request/object/metadata/generateName", json!("mo\u{e9}x-\n\"")),
+            with("/request/object/metadata/labels", json!({"serverfirst.dev/skip": "true"})),
+            with("/request/object/spec/hostNetwork", json!("yes")),
+            with("/request/kind/kind", json!("Deployment")),
+            with("/request/operation", json!("UPDATE")),
+            with("/request/uid", json!(7)),
+            bad_utf8_in(image),
+            bad_utf8_in(b"\"system:serviceaccounts\""),
+            br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "object": {"metadata": {}, "metadata": {}}}}"#.to_vec(),
+        ];
+        for depth in 120..=128 {
+            bodies.push(nested("/request/userInfo", depth));
+            bodies.push(nested("/request/object/spec/volumes", depth));
+            bodies.push(nested("/request/object/metadata/ownerReferences", depth));
+        }
+        let mut deployment = with("/request/kind/kind", json!("Deployment"));
+        let at = deployment.iter().position(|&b| b == b'[').unwrap();
+        deployment.insert(at + 1, 0xfe);
+        bodies.push(deployment);
+        for (index, body) in bodies.iter().enumerate() {
+            for mode in [Mode::Enforce, Mode::Audit] {
+                let one = review(body, mode, &Config::default());
+                let two = review_two_pass(body, mode, &Config::default());
+                match (one, two) {
+                    (Ok(one), Ok(two)) => {
+                        assert_eq!((one.outcome, one.body), (two.outcome, two.body), "{index}")
+                    }
+                    (Err(one), Err(two)) => {
+                        assert_eq!(one.to_string(), two.to_string(), "{index}")
+                    }
+                    (one, two) => panic!("body {index}: {one:?} but {two:?}"),
+                }
+            }
         }
     }
 
