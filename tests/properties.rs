@@ -2,9 +2,12 @@
 //! changes nothing, and nothing serverfirst does not own is removed or altered.
 
 use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine as _;
 use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
 use serde_json::{Map, Value, json};
 use serverfirst::admission::review;
 use serverfirst::config::{Config, Mode};
@@ -183,37 +186,71 @@ fn port_set(value: Option<&str>) -> Option<BTreeSet<u16>> {
         .map(|ports| ports.into_iter().collect())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+const CASES: u32 = 2000;
 
-    #[test]
-    fn patch_applies_is_idempotent_and_touches_only_what_it_owns(pod in pod()) {
-        let Some(patch) = answer(&pod) else { return Ok(()) };
+#[test]
+fn patch_applies_is_idempotent_and_touches_only_what_it_owns() {
+    let config = ProptestConfig {
+        cases: CASES,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let patched_pods = AtomicUsize::new(0);
+    let result = TestRunner::new(config).run(&pod(), |pod| {
+        let Some(patch) = answer(&pod) else {
+            return Ok(());
+        };
+        patched_pods.fetch_add(1, Ordering::Relaxed);
         let mut patched = pod.clone();
-        json_patch::patch(&mut patched, &patch).expect("the patch applies to the object it was made for");
-        prop_assert!(answer(&patched).is_none(), "second pass patched again: {patched}");
+        json_patch::patch(&mut patched, &patch)
+            .expect("the patch applies to the object it was made for");
+        prop_assert!(
+            answer(&patched).is_none(),
+            "second pass patched again: {patched}"
+        );
 
         // Annotations serverfirst does not own are untouched.
-        let before = pod.pointer("/metadata/annotations").and_then(Value::as_object).cloned().unwrap_or_default();
-        let after = patched.pointer("/metadata/annotations").and_then(Value::as_object).cloned().unwrap_or_default();
+        let before = pod
+            .pointer("/metadata/annotations")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let after = patched
+            .pointer("/metadata/annotations")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
         for (key, value) in &before {
             if ![EXCLUDE, INCLUDE, RECORD].contains(&key.as_str()) {
                 prop_assert_eq!(after.get(key), Some(value), "annotation {} altered", key);
             }
         }
         for key in after.keys() {
-            prop_assert!(before.contains_key(key) || [EXCLUDE, RECORD].contains(&key.as_str()), "annotation {} added", key);
+            prop_assert!(
+                before.contains_key(key) || [EXCLUDE, RECORD].contains(&key.as_str()),
+                "annotation {} added",
+                key
+            );
         }
         // Documented merges only: excludes grow, explicit includes shrink.
         if annotation(&pod, EXCLUDE) != annotation(&patched, EXCLUDE) {
-            let (old, new) = (port_set(annotation(&pod, EXCLUDE)), port_set(annotation(&patched, EXCLUDE)));
+            let (old, new) = (
+                port_set(annotation(&pod, EXCLUDE)),
+                port_set(annotation(&patched, EXCLUDE)),
+            );
             let new = new.expect("serverfirst writes valid port lists");
             prop_assert!(old.is_some(), "rewrote an invalid exclude list");
             prop_assert!(old.unwrap().is_subset(&new));
         }
         if annotation(&pod, INCLUDE) != annotation(&patched, INCLUDE) {
-            let (old, new) = (port_set(annotation(&pod, INCLUDE)), port_set(annotation(&patched, INCLUDE)));
-            prop_assert!(new.expect("valid").is_subset(&old.expect("was a valid list")));
+            let (old, new) = (
+                port_set(annotation(&pod, INCLUDE)),
+                port_set(annotation(&patched, INCLUDE)),
+            );
+            prop_assert!(
+                new.expect("valid")
+                    .is_subset(&old.expect("was a valid list"))
+            );
         }
         // Nothing outside metadata.annotations and istio-init's args changes.
         let mut rest_before = pod.clone();
@@ -222,7 +259,10 @@ proptest! {
             if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
                 metadata.remove("annotations");
             }
-            if let Some(inits) = value.pointer_mut("/spec/initContainers").and_then(Value::as_array_mut) {
+            if let Some(inits) = value
+                .pointer_mut("/spec/initContainers")
+                .and_then(Value::as_array_mut)
+            {
                 for init in inits.iter_mut().filter(|c| c["name"] == "istio-init") {
                     init.as_object_mut().unwrap().remove("args");
                 }
@@ -232,5 +272,15 @@ proptest! {
             rest_after.as_object_mut().unwrap().remove("metadata");
         }
         prop_assert_eq!(rest_before, rest_after);
+        Ok(())
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
     }
+    // Straight to stderr: libtest captures `println!` of passing tests, and CI shows the count.
+    let _ = writeln!(
+        std::io::stderr(),
+        "properties: {CASES} generated pods, {} of them patched; failures = 0",
+        patched_pods.load(Ordering::Relaxed)
+    );
 }
