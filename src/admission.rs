@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use crate::config::{Config, Mode};
 use crate::mesh::{Decision, Plan, decide};
 use crate::patch;
-use crate::pod::PodView;
+use crate::pod::{PodView, borrowed};
 use crate::ports::format_port_list;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -97,9 +97,9 @@ pub struct Reviewed {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
 struct ReviewIn<'a, O> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::text")]
     api_version: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::text")]
     kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     request: Option<RequestIn<'a, O>>,
@@ -108,15 +108,15 @@ struct ReviewIn<'a, O> {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", bound(deserialize = "O: Deserialize<'de>"))]
 struct RequestIn<'a, O> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::text")]
     uid: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     kind: Option<GroupVersionKind<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::text")]
     sub_resource: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::text")]
     operation: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::text")]
     namespace: Option<Cow<'a, str>>,
     #[serde(default)]
     object: Option<O>,
@@ -187,9 +187,9 @@ impl<'a> ResponseOut<'a> {
 /// that of the two-pass read; a body that one pass reads, the two-pass read reads alike.
 pub fn review(body: &[u8], mode: Mode, config: &Config) -> Result<Reviewed, RequestError> {
     // Strings skipped inside the object are not checked for UTF-8 by the one-pass read, but
-    // are by the raw read of the object: check them all first.
-    if std::str::from_utf8(body).is_ok()
-        && let Ok(review) = serde_json::from_slice::<ReviewIn<'_, PodObject<'_>>>(body)
+    // are by the raw read of the object: check them all first, once, and read from `str`.
+    if let Ok(text) = std::str::from_utf8(body)
+        && let Ok(review) = serde_json::from_str::<ReviewIn<'_, PodObject<'_>>>(text)
     {
         return answer(review, mode, config, |object| Ok(object.0));
     }

@@ -23,16 +23,16 @@ pub struct PodView<'a> {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MetadataView<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::text")]
     pub name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::text")]
     pub generate_name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::text")]
     pub namespace: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::map")]
     pub labels: Option<StringMap<'a>>,
     /// `None` when the map is absent (or null): a patch must then create it.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::map")]
     pub annotations: Option<StringMap<'a>>,
 }
 
@@ -50,27 +50,27 @@ pub struct SpecView<'a> {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerView<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::text")]
     pub name: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub ports: Option<Vec<PortView<'a>>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::list")]
     pub command: Option<Vec<Cow<'a, str>>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::list")]
     pub args: Option<Vec<Cow<'a, str>>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::text")]
     pub restart_policy: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PortView<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::text")]
     pub name: Option<Cow<'a, str>>,
     /// Kept wide so that an out-of-range value is reported, not a parse failure.
     #[serde(default)]
     pub container_port: Option<i64>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed::text")]
     pub protocol: Option<Cow<'a, str>>,
 }
 
@@ -177,6 +177,70 @@ impl PortView<'_> {
     }
 }
 
+/// Deserialisers that borrow strings from the input (copying only those with escapes). serde
+/// borrows only for a field whose type is exactly `Cow<str>`: inside an `Option`, a `Vec` or a
+/// map, a `Cow` is always an owned copy, one allocation per string.
+pub(crate) mod borrowed {
+    use std::borrow::Cow;
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{MapAccess, Visitor};
+    use serde::{Deserialize, Deserializer};
+
+    use super::StringMap;
+
+    #[derive(Deserialize)]
+    #[serde(transparent)]
+    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+    pub fn text<'de: 'a, 'a, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Cow<'a, str>>, D::Error> {
+        Ok(Option::<Text<'a>>::deserialize(deserializer)?.map(|text| text.0))
+    }
+
+    pub fn list<'de: 'a, 'a, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Vec<Cow<'a, str>>>, D::Error> {
+        let list = Option::<Vec<Text<'a>>>::deserialize(deserializer)?;
+        Ok(list.map(|list| list.into_iter().map(|text| text.0).collect()))
+    }
+
+    pub fn map<'de: 'a, 'a, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<StringMap<'a>>, D::Error> {
+        Ok(Option::<Entries<'a>>::deserialize(deserializer)?.map(|entries| entries.0))
+    }
+
+    struct Entries<'a>(StringMap<'a>);
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_map(EntriesVisitor(PhantomData))
+        }
+    }
+
+    struct EntriesVisitor<'a>(PhantomData<Entries<'a>>);
+
+    impl<'de: 'a, 'a> Visitor<'de> for EntriesVisitor<'a> {
+        type Value = Entries<'a>;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+            formatter.write_str("a map of strings")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+            let mut map = StringMap::new();
+            // Later duplicates win, as in a `BTreeMap`'s own deserialisation.
+            while let Some((key, value)) = access.next_entry::<Text<'a>, Text<'a>>()? {
+                map.insert(key.0, value.0);
+            }
+            Ok(Entries(map))
+        }
+    }
+}
+
 fn lookup<'m>(map: &'m StringMap<'_>, key: &str) -> Option<&'m str> {
     map.get(key).map(|value| value.as_ref())
 }
@@ -211,6 +275,40 @@ mod tests {
         assert_eq!((ports[1].number(), ports[1].is_tcp()), (Some(53), false));
         assert!(pod.init_containers()[0].is_native_sidecar());
         assert_eq!(pod.init_containers()[0].args()[0], "-v");
+    }
+
+    #[test]
+    fn strings_borrow_from_the_input_unless_escaped() {
+        let json = br#"{"metadata": {"name": "mox", "labels": {"app": "mail"},
+                                     "annotations": {"a": "b", "c": "d\"e"}},
+                        "spec": {"containers": [{"name": "mox", "args": ["-v"],
+                                                 "ports": [{"name": "smtp", "protocol": "TCP"}]}]}}"#;
+        let pod = PodView::from_json(json).unwrap();
+        let metadata = pod.metadata.as_ref().unwrap();
+        let annotations = pod.annotations().unwrap();
+        let container = &pod.containers()[0];
+        let port = &container.ports()[0];
+        let borrowed = [
+            metadata.name.as_ref().unwrap(),
+            metadata.labels.as_ref().unwrap().keys().next().unwrap(),
+            metadata.labels.as_ref().unwrap().values().next().unwrap(),
+            annotations.keys().next().unwrap(),
+            annotations.values().next().unwrap(),
+            container.name.as_ref().unwrap(),
+            &container.args()[0],
+            port.name.as_ref().unwrap(),
+            port.protocol.as_ref().unwrap(),
+        ];
+        for text in borrowed {
+            assert!(matches!(text, Cow::Borrowed(_)), "{text:?} was copied");
+        }
+        assert!(matches!(&annotations["c"], Cow::Owned(value) if value == "d\"e"));
+    }
+
+    #[test]
+    fn duplicate_keys_keep_the_last_value() {
+        let pod = PodView::from_json(br#"{"metadata": {"labels": {"a": "1", "a": "2"}}}"#).unwrap();
+        assert_eq!(pod.label("a"), Some("2"));
     }
 
     #[test]
