@@ -23,6 +23,7 @@ use std::fs::File;
 use std::io::{Read, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use e2e_pods::{SMTP_PORTS, admitted_shapes, container_ports, created_pod};
@@ -100,7 +101,35 @@ fn prerequisites(test: &str, tag: &str) -> bool {
         return false;
     }
     let _ = ip(&["netns", "del", &probe]).output();
+    static SWEEP: Once = Once::new();
+    SWEEP.call_once(sweep_stale_namespaces);
     true
+}
+
+/// Deletes the namespaces (and with them their veth ends) of earlier runs whose process is gone:
+/// a run killed with SIGKILL cannot clean up after itself.
+fn sweep_stale_namespaces() {
+    let Ok(listing) = ip(&["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&listing.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(rest) = ["sf-e2e-client-", "sf-e2e-pod-", "sf-e2e-check-"]
+            .iter()
+            .find_map(|prefix| name.strip_prefix(prefix))
+        else {
+            continue;
+        };
+        let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
+            say(&format!(
+                "deleting the namespace {name} of a run that is gone"
+            ));
+            let _ = ip(&["netns", "del", name]).output();
+        }
+    }
 }
 
 /// Runs `command` to completion within [`COMMAND_LIMIT`], killing it past that.
