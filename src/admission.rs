@@ -282,19 +282,25 @@ fn review_pod(
     response
         .warnings
         .extend(decision.warnings().iter().map(|w| warning(w)));
+    // Formatted once: the log line and the audit annotations both carry it.
+    let inbound = match &decision {
+        Decision::Planned(plan) => format_port_list(plan.ports.iter().copied()),
+        _ => String::new(),
+    };
     let outcome = match &decision {
         Decision::Skipped(_) => Outcome::Skipped,
         Decision::NoPorts { .. } => Outcome::NoPorts,
         Decision::Planned(plan) if plan.changes.is_empty() => Outcome::Unchanged,
-        Decision::Planned(plan) => respond_with_plan(&pod, plan, mode, response),
+        Decision::Planned(plan) => respond_with_plan(&pod, plan, &inbound, mode, response),
     };
-    log_decision(&pod, namespace, &decision, outcome, mode);
+    log_decision(&pod, namespace, &decision, &inbound, outcome, mode);
     outcome
 }
 
 fn respond_with_plan(
     pod: &PodView<'_>,
     plan: &Plan,
+    inbound: &str,
     mode: Mode,
     response: &mut ResponseOut<'_>,
 ) -> Outcome {
@@ -303,7 +309,6 @@ fn respond_with_plan(
         tracing::error!(pod = %pod.display_name(), %error, "planned patch does not apply; allowing the pod unchanged");
         return Outcome::PatchRejected;
     }
-    let inbound = format_port_list(plan.ports.iter().copied());
     let outbound = format_port_list(plan.outbound.iter().copied());
     let (keys, outcome) = match mode {
         Mode::Enforce => {
@@ -340,7 +345,7 @@ fn respond_with_plan(
             )
         }
     };
-    for (key, ports) in keys.into_iter().zip([inbound, outbound]) {
+    for (key, ports) in keys.into_iter().zip([inbound.to_string(), outbound]) {
         if !ports.is_empty() {
             response.audit_annotations.insert(key, ports);
         }
@@ -366,13 +371,10 @@ fn log_decision(
     pod: &PodView<'_>,
     namespace: &str,
     decision: &Decision,
+    ports: &str,
     outcome: Outcome,
     mode: Mode,
 ) {
-    let ports = match decision {
-        Decision::Planned(plan) => format_port_list(plan.ports.iter().copied()),
-        _ => String::new(),
-    };
     let reason = match decision {
         Decision::Skipped(reason) => reason,
         _ => "",
