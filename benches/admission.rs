@@ -195,6 +195,17 @@ impl Kind {
             Kind::Floor => "floor",
         }
     }
+
+    /// A profiler to run the server under, e.g. `valgrind --tool=callgrind`.
+    fn wrapper(self) -> Option<String> {
+        let variable = match self {
+            Kind::Webhook => "BENCH_WEBHOOK_WRAPPER",
+            Kind::Floor => "BENCH_FLOOR_WRAPPER",
+        };
+        std::env::var(variable)
+            .ok()
+            .filter(|w| !w.trim().is_empty())
+    }
 }
 
 /// What every server of the run shares: certificates, the floor's answer, the client config.
@@ -304,17 +315,7 @@ impl Server {
         let addr = free_port()?;
         let mut command = match kind {
             Kind::Webhook => {
-                // A profiler to run the webhook under, e.g. `valgrind --tool=callgrind`.
-                let wrapper = std::env::var("BENCH_WEBHOOK_WRAPPER").unwrap_or_default();
-                let mut words = wrapper.split_whitespace();
-                let mut command = match words.next() {
-                    Some(program) => {
-                        let mut command = Command::new(program);
-                        command.args(words).arg(env!("CARGO_BIN_EXE_serverfirst"));
-                        command
-                    }
-                    None => Command::new(env!("CARGO_BIN_EXE_serverfirst")),
-                };
+                let mut command = wrapped(Path::new(env!("CARGO_BIN_EXE_serverfirst")), kind);
                 command
                     .arg("serve")
                     .arg("--listen")
@@ -327,7 +328,7 @@ impl Server {
                 command
             }
             Kind::Floor => {
-                let mut command = Command::new(std::env::current_exe()?);
+                let mut command = wrapped(&std::env::current_exe()?, kind);
                 command
                     .args([FLOOR_FLAG, "--listen", &addr.to_string(), "--answer"])
                     .arg(&setup.floor_answer);
@@ -442,7 +443,7 @@ impl Server {
             std::thread::sleep(Duration::from_millis(5));
         }
         // Under a profiler the log holds the profiler's lines too.
-        if self.kind == Kind::Floor || std::env::var_os("BENCH_WEBHOOK_WRAPPER").is_some() {
+        if self.kind == Kind::Floor || self.kind.wrapper().is_some() {
             return Ok(());
         }
         let log = fs::read_to_string(&self.log)?;
@@ -484,6 +485,20 @@ impl Server {
         }
         fs::remove_file(&self.log)?;
         Ok(())
+    }
+}
+
+/// `program`, run under the profiler named by the kind's wrapper variable, if set.
+fn wrapped(program: &Path, kind: Kind) -> Command {
+    let wrapper = kind.wrapper().unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    match words.next() {
+        Some(profiler) => {
+            let mut command = Command::new(profiler);
+            command.args(words).arg(program);
+            command
+        }
+        None => Command::new(program),
     }
 }
 
