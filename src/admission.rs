@@ -2,10 +2,12 @@
 //!
 //! Only the envelope and the small pod view are parsed; the object's other fields are skipped.
 //! The answer is always `allowed: true`: serverfirst never denies, and any failure of its own
-//! (an object it cannot read, a patch that would not apply) is answered without a patch.
+//! (an object it cannot read, a patch that would not apply, a panic while deciding) is answered
+//! without a patch.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::panic::{self, AssertUnwindSafe};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -57,10 +59,12 @@ pub enum Outcome {
     InvalidObject,
     /// The planned patch did not apply to the object: allowed unchanged (fail open).
     PatchRejected,
+    /// Deciding on the pod panicked (a bug): allowed unchanged (fail open).
+    InternalError,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Patched,
         Outcome::WouldPatch,
         Outcome::Unchanged,
@@ -69,6 +73,7 @@ impl Outcome {
         Outcome::NotApplicable,
         Outcome::InvalidObject,
         Outcome::PatchRejected,
+        Outcome::InternalError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +86,7 @@ impl Outcome {
             Outcome::NotApplicable => "not_applicable",
             Outcome::InvalidObject => "invalid_object",
             Outcome::PatchRejected => "patch_rejected",
+            Outcome::InternalError => "internal_error",
         }
     }
 }
@@ -278,7 +284,47 @@ fn review_pod(
             return Outcome::InvalidObject;
         }
     };
-    let decision = decide(&pod, config);
+    fail_open(&pod, namespace, response, |response| {
+        decide_and_respond(&pod, namespace, mode, config, response)
+    })
+}
+
+/// Runs `respond`. A panic in it is a bug of ours, and must not block pod creation: the pod is
+/// then allowed unchanged, whatever `respond` had written into the response.
+fn fail_open<'a>(
+    pod: &PodView<'_>,
+    namespace: &str,
+    response: &mut ResponseOut<'a>,
+    respond: impl FnOnce(&mut ResponseOut<'a>) -> Outcome,
+) -> Outcome {
+    // Nothing shared is mutated while deciding (the config is read-only), so no state outlives
+    // the panic but `response`, which is reset.
+    match panic::catch_unwind(AssertUnwindSafe(|| respond(response))) {
+        Ok(outcome) => outcome,
+        Err(payload) => {
+            *response = ResponseOut::allowed(response.uid);
+            let message = (payload.downcast_ref::<&str>().copied())
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or_default();
+            tracing::error!(
+                namespace,
+                pod = %pod.display_name(),
+                panic = message,
+                "deciding on the pod panicked; allowing it unchanged"
+            );
+            Outcome::InternalError
+        }
+    }
+}
+
+fn decide_and_respond(
+    pod: &PodView<'_>,
+    namespace: &str,
+    mode: Mode,
+    config: &Config,
+    response: &mut ResponseOut<'_>,
+) -> Outcome {
+    let decision = decide(pod, config);
     response
         .warnings
         .extend(decision.warnings().iter().map(|w| warning(w)));
@@ -291,9 +337,9 @@ fn review_pod(
         Decision::Skipped(_) => Outcome::Skipped,
         Decision::NoPorts { .. } => Outcome::NoPorts,
         Decision::Planned(plan) if plan.changes.is_empty() => Outcome::Unchanged,
-        Decision::Planned(plan) => respond_with_plan(&pod, plan, &inbound, mode, response),
+        Decision::Planned(plan) => respond_with_plan(pod, plan, &inbound, mode, response),
     };
-    log_decision(&pod, namespace, &decision, &inbound, outcome, mode);
+    log_decision(pod, namespace, &decision, &inbound, outcome, mode);
     outcome
 }
 
@@ -414,6 +460,27 @@ mod tests {
 
     fn smtp_pod() -> Value {
         json!({"metadata": {"generateName": "mox-"}, "spec": {"containers": [{"name": "mox", "ports": [{"containerPort": 587}]}]}})
+    }
+
+    #[test]
+    fn a_panic_while_deciding_allows_the_pod_unchanged() {
+        let pod = PodView::default();
+        let mut response = ResponseOut::allowed("705ab4f5-6393-11e8-b7cc-42010a800002");
+        let outcome = fail_open(&pod, "mail", &mut response, |response| {
+            response.warnings.push(warning("half-written"));
+            response.patch_type = Some("JSONPatch");
+            response.patch = Some(BASE64.encode("[]"));
+            panic!("a bug while deciding");
+        });
+        assert_eq!(outcome, Outcome::InternalError);
+        assert_eq!(
+            serde_json::to_value(&response).unwrap(),
+            json!({"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "allowed": true})
+        );
+
+        let mut response = ResponseOut::allowed("705ab4f5-6393-11e8-b7cc-42010a800002");
+        let outcome = fail_open(&pod, "mail", &mut response, |_| Outcome::NoPorts);
+        assert_eq!(outcome, Outcome::NoPorts);
     }
 
     fn decoded_patch(response: &Value) -> Value {

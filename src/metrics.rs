@@ -183,6 +183,8 @@ mod tests {
         let text = metrics.encode();
         assert!(text.contains(r#"serverfirst_admission_reviews_total{endpoint="mutate",mode="enforce",outcome="patched"} 2"#), "{text}");
         assert!(text.contains(r#"serverfirst_admission_reviews_total{endpoint="audit",mode="audit",outcome="would_patch"} 0"#));
+        // Alerts on bugs need the series before the first one.
+        assert!(text.contains(r#"serverfirst_admission_reviews_total{endpoint="mutate",mode="enforce",outcome="internal_error"} 0"#));
         assert!(text.contains(r#"serverfirst_rejected_requests_total{reason="body_too_large"} 1"#));
         assert!(text.contains(r#"serverfirst_tls_reloads_total{result="failure"} 0"#));
     }
