@@ -303,7 +303,9 @@ fn fail_open<'a>(
         Ok(outcome) => outcome,
         Err(payload) => {
             *response = ResponseOut::allowed(response.uid);
-            let message = (payload.downcast_ref::<&str>().copied())
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
                 .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
                 .unwrap_or_default();
             tracing::error!(
