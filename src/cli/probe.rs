@@ -74,8 +74,9 @@ fn ms(duration: Duration) -> f64 {
 
 fn fix(port: u16) -> String {
     format!(
-        "fix: annotate the server pod with traffic.sidecar.istio.io/excludeInboundPorts: \"{port}\", \
-         or install serverfirst, which does that for every server-first port"
+        "fix: annotate the server pod with traffic.sidecar.istio.io/excludeInboundPorts: \"{port}\" \
+         (the container's port: if {port} is a Service port, its targetPort), or install \
+         serverfirst, which does that for every server-first port"
     )
 }
 
