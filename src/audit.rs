@@ -141,12 +141,7 @@ pub fn classify(pod: &PodView<'_>, config: &Config) -> PodAudit {
 
 /// An Istio sidecar runs in the pod (as a container or a native sidecar).
 fn has_sidecar(pod: &PodView<'_>) -> bool {
-    pod.annotation("sidecar.istio.io/status").is_some()
-        || pod
-            .containers()
-            .iter()
-            .chain(pod.init_containers())
-            .any(|c| c.name() == "istio-proxy")
+    pod.annotation("sidecar.istio.io/status").is_some() || pod.has_container(&["istio-proxy"])
 }
 
 /// Lists pods (all namespaces when `namespace` is `None`) page by page, calling `progress` with

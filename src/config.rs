@@ -280,13 +280,18 @@ pub fn resolve_port(entry: &PortOrName, catalog: &Catalog) -> Option<Vec<u16>> {
     match entry {
         PortOrName::Port(0) => None,
         PortOrName::Port(port) => Some(vec![*port]),
-        PortOrName::Name(name) => match name.trim().parse::<u16>() {
-            Ok(0) => None,
-            Ok(port) => Some(vec![port]),
-            Err(_) => catalog
-                .get(name.trim())
-                .map(|protocol| protocol.ports.clone()),
-        },
+        PortOrName::Name(name) => resolve_name(name, catalog),
+    }
+}
+
+/// `text` as a port number (not 0) or a catalog protocol name, enabled or not.
+pub fn resolve_name(text: &str, catalog: &Catalog) -> Option<Vec<u16>> {
+    match text.trim().parse::<u16>() {
+        Ok(0) => None,
+        Ok(port) => Some(vec![port]),
+        Err(_) => catalog
+            .get(text.trim())
+            .map(|protocol| protocol.ports.clone()),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Pod view → the server-first ports it exposes (pure).
 
 use crate::catalog::{Catalog, strip_name_prefix};
-use crate::config::{Config, PortOrName, resolve_port};
+use crate::config::{Config, resolve_name};
 use crate::pod::{ContainerView, PodView};
 use crate::ports::{PortSet, parse_nonzero_port_list};
 
@@ -117,7 +117,7 @@ pub fn outbound_ports(pod: &PodView<'_>, config: &Config, warnings: &mut Vec<Str
     {
         let resolved: Option<Vec<Vec<u16>>> = value
             .split(',')
-            .map(|entry| resolve_port(&PortOrName::Name(entry.trim().to_string()), &config.catalog))
+            .map(|entry| resolve_name(entry, &config.catalog))
             .collect();
         match resolved {
             Some(resolved) => ports.extend(resolved.concat()),

@@ -136,6 +136,14 @@ impl<'a> PodView<'a> {
             .and_then(|s| s.init_containers.as_deref())
             .unwrap_or_default()
     }
+
+    /// A container or init container (native sidecars are init containers) has one of `names`.
+    pub fn has_container(&self, names: &[&str]) -> bool {
+        self.containers()
+            .iter()
+            .chain(self.init_containers())
+            .any(|c| names.contains(&c.name()))
+    }
 }
 
 impl ContainerView<'_> {

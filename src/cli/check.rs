@@ -26,11 +26,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let config = super::load_config(args.config.as_deref())?;
     let sources = manifests::read_sources(&args.file);
     let mut rows = check_sources(&sources, &config);
-    let texts: Vec<(&str, &str)> = sources
-        .iter()
-        .filter_map(|s| Some((s.name.as_str(), s.text.as_deref().ok()?)))
-        .collect();
-    manifests::attach_companions(&mut rows, &texts, &config);
+    manifests::attach_companions(&mut rows, &sources, &config);
     match args.output {
         TextOrJson::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         TextOrJson::Text => print!("{}", text(&rows)),

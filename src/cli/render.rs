@@ -58,11 +58,7 @@ pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if args.companions {
-        let texts: Vec<(&str, &str)> = sources
-            .iter()
-            .filter_map(|s| Some((s.name.as_str(), s.text.as_deref().ok()?)))
-            .collect();
-        for rule in manifests::attach_companions(&mut rows, &texts, &config) {
+        for rule in manifests::attach_companions(&mut rows, &sources, &config) {
             print!(
                 "---\n# Companion for meshed clients (Istio auto-mTLS)\n{}",
                 serde_saphyr::to_string(&rule)?

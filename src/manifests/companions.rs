@@ -30,19 +30,37 @@ pub struct Service {
     pub ports: Vec<(u16, Option<Value>)>,
 }
 
+impl Workload {
+    /// The workload `object` whose pod `template` gets `excluded` taken out of capture.
+    pub fn new(object: &Value, template: &Value, excluded: PortSet) -> Workload {
+        let named_ports = template
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("ports")?.as_array())
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p.get("name")?.as_str()?.to_string(),
+                    u16::try_from(p.get("containerPort")?.as_u64()?).ok()?,
+                ))
+            })
+            .collect();
+        Workload {
+            namespace: text(object.pointer("/metadata/namespace")),
+            name: text(object.pointer("/metadata/name")),
+            labels: string_map(template.pointer("/metadata/labels")),
+            named_ports,
+            excluded,
+        }
+    }
+}
+
 impl Service {
     /// Reads a Service object; `None` for anything else or a Service without a selector.
     pub fn from_value(value: &Value) -> Option<Service> {
         (value.get("kind")?.as_str()? == "Service").then_some(())?;
-        let string_map = |v: Option<&Value>| -> BTreeMap<String, String> {
-            v.and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
         let selector = string_map(value.pointer("/spec/selector"));
         if selector.is_empty() {
             return None;
@@ -110,6 +128,18 @@ fn text(value: Option<&Value>) -> String {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string()
+}
+
+/// The string entries of a JSON object (labels, a selector); other values are left out.
+fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
+    value
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// One DestinationRule per Service that forwards to an excluded port: TLS off on those ports.

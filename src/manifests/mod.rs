@@ -573,17 +573,20 @@ fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) {
     }
 }
 
-/// Finds the Services (in any of `texts`) in front of each workload's excluded ports, adds the
-/// advice to the workload's rows and returns the DestinationRules. Istio only: other meshes do
-/// not send mTLS to a port their proxy skips.
-pub fn attach_companions(rows: &mut [Row], texts: &[(&str, &str)], config: &Config) -> Vec<Value> {
+/// Finds the Services (in any readable source) in front of each workload's excluded ports, adds
+/// the advice to the workload's rows and returns the DestinationRules. Istio only: other meshes
+/// do not send mTLS to a port their proxy skips.
+pub fn attach_companions(rows: &mut [Row], sources: &[Source], config: &Config) -> Vec<Value> {
     use crate::mesh::Mesh;
     if !config.meshes.explicit.contains(&Mesh::Istio) && !config.meshes.auto {
         return Vec::new();
     }
     let mut services = Vec::new();
     let mut workloads = Vec::new();
-    for (file, text) in texts {
+    for source in sources {
+        let (file, Ok(text)) = (source.name.as_str(), &source.text) else {
+            continue;
+        };
         for (index, document) in split_documents(text).into_iter().enumerate() {
             let Ok(Some(value)) = parse_document(&document) else {
                 continue;
@@ -593,7 +596,7 @@ pub fn attach_companions(rows: &mut [Row], texts: &[(&str, &str)], config: &Conf
                     Some(service) => services.push(service),
                     None => {
                         if let Some(workload) = workload(object, config) {
-                            workloads.push(((*file, index + 1, item), workload));
+                            workloads.push(((file, index + 1, item), workload));
                         }
                     }
                 }
@@ -621,47 +624,7 @@ fn workload(object: &Value, config: &Config) -> Option<companions::Workload> {
     let Decision::Planned(plan) = decide(&PodView::deserialize(template).ok()?, config) else {
         return None;
     };
-    if plan.ports.is_empty() {
-        return None;
-    }
-    let labels = template
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    let containers = template
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten();
-    let named_ports = containers
-        .filter_map(|c| c.get("ports")?.as_array())
-        .flatten()
-        .filter_map(|p| {
-            Some((
-                p.get("name")?.as_str()?.to_string(),
-                u16::try_from(p.get("containerPort")?.as_u64()?).ok()?,
-            ))
-        })
-        .collect();
-    let field = |key: &str| {
-        object
-            .pointer(&format!("/metadata/{key}"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    Some(companions::Workload {
-        namespace: field("namespace"),
-        name: field("name"),
-        labels,
-        named_ports,
-        excluded: plan.ports,
-    })
+    (!plan.ports.is_empty()).then(|| companions::Workload::new(object, template, plan.ports))
 }
 
 /// Exit code of `check`/`render`/`audit`: 2 on errors, 1 when something needs a change, else 0.

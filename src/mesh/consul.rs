@@ -5,7 +5,6 @@ use super::{AnnotationProfile, exclusions::Syntax};
 use crate::pod::PodView;
 
 pub const PROFILE: AnnotationProfile = AnnotationProfile {
-    mesh: "consul",
     inbound_key: "consul.hashicorp.com/transparent-proxy-exclude-inbound-ports",
     outbound_key: "consul.hashicorp.com/transparent-proxy-exclude-outbound-ports",
     syntax: Syntax::Ports,
@@ -26,9 +25,5 @@ pub fn skip_reason(pod: &PodView<'_>) -> Option<&'static str> {
 /// The pod asks for Consul's sidecar, or already has it.
 pub fn injected(pod: &PodView<'_>) -> bool {
     pod.annotation(INJECT).map(str::trim) == Some("true")
-        || pod
-            .containers()
-            .iter()
-            .chain(pod.init_containers())
-            .any(|c| matches!(c.name(), "consul-dataplane" | "envoy-sidecar"))
+        || pod.has_container(&["consul-dataplane", "envoy-sidecar"])
 }

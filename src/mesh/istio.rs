@@ -45,11 +45,7 @@ pub fn injected(pod: &PodView<'_>) -> bool {
         || on(pod.annotation(INJECT))
         || pod.label("istio.io/rev").is_some()
         || pod.annotation(STATUS).is_some()
-        || pod
-            .containers()
-            .iter()
-            .chain(pod.init_containers())
-            .any(|c| c.name() == "istio-proxy")
+        || pod.has_container(&["istio-proxy"])
 }
 
 /// Plans the changes that take `inbound` and `outbound` ports out of capture.

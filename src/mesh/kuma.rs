@@ -5,7 +5,6 @@ use super::{AnnotationProfile, exclusions::Syntax};
 use crate::pod::PodView;
 
 pub const PROFILE: AnnotationProfile = AnnotationProfile {
-    mesh: "kuma",
     inbound_key: "traffic.kuma.io/exclude-inbound-ports",
     outbound_key: "traffic.kuma.io/exclude-outbound-ports",
     syntax: Syntax::Ports,
@@ -24,9 +23,5 @@ pub fn injected(pod: &PodView<'_>) -> bool {
     let enabled = |value: Option<&str>| matches!(value.map(str::trim), Some("enabled" | "true"));
     enabled(pod.label(INJECTION))
         || enabled(pod.annotation(INJECTION))
-        || pod
-            .containers()
-            .iter()
-            .chain(pod.init_containers())
-            .any(|c| c.name() == "kuma-sidecar")
+        || pod.has_container(&["kuma-sidecar"])
 }

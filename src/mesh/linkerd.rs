@@ -9,7 +9,6 @@ use super::{AnnotationProfile, exclusions::Syntax};
 use crate::pod::PodView;
 
 pub const PROFILE: AnnotationProfile = AnnotationProfile {
-    mesh: "linkerd",
     inbound_key: "config.linkerd.io/skip-inbound-ports",
     outbound_key: "config.linkerd.io/skip-outbound-ports",
     syntax: Syntax::PortsAndRanges,
@@ -28,9 +27,5 @@ pub fn injected(pod: &PodView<'_>) -> bool {
         pod.annotation(INJECT).map(str::trim),
         Some("enabled" | "ingress")
     ) || pod.annotation("linkerd.io/proxy-version").is_some()
-        || pod
-            .containers()
-            .iter()
-            .chain(pod.init_containers())
-            .any(|c| c.name() == "linkerd-proxy")
+        || pod.has_container(&["linkerd-proxy"])
 }

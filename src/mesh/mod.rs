@@ -95,7 +95,6 @@ pub struct Ports {
 /// A mesh configured by pod annotations alone: one exclusion list per direction.
 #[derive(Debug, Clone, Copy)]
 pub struct AnnotationProfile {
-    pub mesh: &'static str,
     pub inbound_key: &'static str,
     pub outbound_key: &'static str,
     pub syntax: exclusions::Syntax,
