@@ -158,17 +158,19 @@ fn destination_rule(service: &Service, ports: &[u16]) -> Value {
         .iter()
         .map(|p| json!({"port": {"number": p}, "tls": {"mode": "DISABLE"}}))
         .collect();
-    let namespace = if service.namespace.is_empty() {
-        "default"
-    } else {
-        &service.namespace
-    };
+    // The short host resolves in the rule's own namespace, which is the Service's: no cluster
+    // domain is assumed, and a Service without a namespace gets a rule without one, so that
+    // `kubectl apply -n` or kustomize's `namespace:` place both together.
+    let mut metadata = json!({"name": format!("{}-serverfirst", service.name)});
+    if !service.namespace.is_empty() {
+        metadata["namespace"] = json!(service.namespace);
+    }
     json!({
         "apiVersion": "networking.istio.io/v1",
         "kind": "DestinationRule",
-        "metadata": {"name": format!("{}-serverfirst", service.name), "namespace": namespace},
+        "metadata": metadata,
         "spec": {
-            "host": format!("{}.{namespace}.svc.cluster.local", service.name),
+            "host": service.name,
             "trafficPolicy": {"portLevelSettings": settings}
         }
     })
@@ -221,13 +223,27 @@ mod tests {
             [json!({
             "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
             "metadata": {"name": "mox-serverfirst", "namespace": "mail"},
-            "spec": {"host": "mox.mail.svc.cluster.local", "trafficPolicy": {"portLevelSettings": [
+            "spec": {"host": "mox", "trafficPolicy": {"portLevelSettings": [
                 {"port": {"number": 25}, "tls": {"mode": "DISABLE"}},
                 {"port": {"number": 1587}, "tls": {"mode": "DISABLE"}}]}}})]
         );
         assert!(advice(&rules[0]).contains(
-            "mox-serverfirst (host mox.mail.svc.cluster.local, tls.mode DISABLE on port 25,1587)"
+            "mox-serverfirst (host mox, tls.mode DISABLE on port 25,1587)"
         ));
+    }
+
+    #[test]
+    fn a_service_without_a_namespace_gets_a_rule_without_one() {
+        let workload = Workload {
+            namespace: String::new(),
+            ..workload()
+        };
+        let service = Service::from_value(&json!({"kind": "Service", "metadata": {"name": "mox"},
+            "spec": {"selector": {"app": "mox"}, "ports": [{"port": 25}]}}))
+        .unwrap();
+        let rules = destination_rules(&workload, &[service]);
+        assert_eq!(rules[0]["metadata"], json!({"name": "mox-serverfirst"}));
+        assert_eq!(rules[0]["spec"]["host"], "mox");
     }
 
     #[test]
