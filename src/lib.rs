@@ -11,6 +11,8 @@
 //! - [`config`]: validated configuration (catalog overrides, mode, mesh defaults).
 //! - [`pod`]: the small view of a Pod that every decision is made from.
 //! - [`detect`]: Pod view → server-first ports found (pure).
+//! - [`service`]: the small view of a Service, as [`pod`] is for pods.
+//! - [`service_ports`]: Service view → the ports that serve a server-first protocol (pure).
 //! - [`mesh`]: per-mesh planning of the annotation and argument changes (pure).
 //! - [`patch`]: plan → RFC 6902 JSON Patch, verified by applying it (pure).
 //! - [`admission`]: AdmissionReview v1 in, AdmissionReview v1 out; no HTTP types.
@@ -40,5 +42,7 @@ pub mod ports;
 pub mod probe;
 pub mod report;
 pub mod server;
+pub mod service;
+pub mod service_ports;
 pub mod smtp;
 pub mod tls;

@@ -1,11 +1,14 @@
-//! Plan → RFC 6902 JSON Patch (pure), and its check against the object it will be applied to.
+//! Plan → RFC 6902 JSON Patch (pure), and its check against the object it will be applied to:
+//! pods and Services.
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use serde_json::{Map, Value};
 
 use crate::mesh::Change;
-use crate::pod::PodView;
+use crate::mesh::service::ServiceChange;
+use crate::pod::{MetadataView, PodView};
+use crate::service::ServiceView;
 
 /// Builds the patch that applies `changes` to `pod` (paths relative to the pod's root).
 ///
@@ -13,22 +16,10 @@ use crate::pod::PodView;
 /// created whole in one operation, since RFC 6902 `add` cannot create intermediate members.
 pub fn build(pod: &PodView<'_>, changes: &[Change]) -> Patch {
     let mut ops = Vec::with_capacity(changes.len());
-    let mut new_annotations = Map::new();
+    let mut annotations = Annotations::new(pod.metadata.as_ref());
     for change in changes {
         match change {
-            Change::SetAnnotation { key, value } => match pod.annotations() {
-                None => {
-                    new_annotations.insert(key.clone(), Value::String(value.clone()));
-                }
-                Some(existing) => {
-                    let path = PointerBuf::from_tokens(["metadata", "annotations", key.as_str()]);
-                    let value = Value::String(value.clone());
-                    ops.push(match existing.contains_key(key.as_str()) {
-                        true => PatchOperation::Replace(ReplaceOperation { path, value }),
-                        false => PatchOperation::Add(AddOperation { path, value }),
-                    });
-                }
-            },
+            Change::SetAnnotation { key, value } => annotations.set(key, value, &mut ops),
             Change::ReplaceInitArg {
                 container,
                 arg,
@@ -63,15 +54,76 @@ pub fn build(pod: &PodView<'_>, changes: &[Change]) -> Patch {
             }
         }
     }
-    if !new_annotations.is_empty() {
-        let (path, value) = match pod.has_metadata() {
-            true => (
+    annotations.finish(&mut ops);
+    Patch(ops)
+}
+
+/// Builds the patch that applies `changes` to `service` (paths relative to its root).
+pub fn build_service(service: &ServiceView<'_>, changes: &[ServiceChange]) -> Patch {
+    let mut ops = Vec::with_capacity(changes.len());
+    let mut annotations = Annotations::new(service.metadata.as_ref());
+    for change in changes {
+        match change {
+            ServiceChange::SetAnnotation { key, value } => annotations.set(key, value, &mut ops),
+            ServiceChange::SetAppProtocol { port, value } => {
+                ops.push(PatchOperation::Add(AddOperation {
+                    path: PointerBuf::from_tokens(["spec", "ports"])
+                        .with_trailing_token(*port)
+                        .with_trailing_token("appProtocol"),
+                    value: Value::String(value.clone()),
+                }))
+            }
+        }
+    }
+    annotations.finish(&mut ops);
+    Patch(ops)
+}
+
+/// Annotation operations on one object: one per key on an existing map, or the whole map
+/// (and metadata) created in one operation, since RFC 6902 `add` cannot create intermediate
+/// members.
+struct Annotations<'v, 'a> {
+    metadata: Option<&'v MetadataView<'a>>,
+    created: Map<String, Value>,
+}
+
+impl<'v, 'a> Annotations<'v, 'a> {
+    fn new(metadata: Option<&'v MetadataView<'a>>) -> Self {
+        Annotations {
+            metadata,
+            created: Map::new(),
+        }
+    }
+
+    fn set(&mut self, key: &str, value: &str, ops: &mut Vec<PatchOperation>) {
+        let value = Value::String(value.to_string());
+        match self.metadata.and_then(|m| m.annotations.as_ref()) {
+            None => {
+                self.created.insert(key.to_string(), value);
+            }
+            Some(existing) => {
+                let path = PointerBuf::from_tokens(["metadata", "annotations", key]);
+                ops.push(match existing.contains_key(key) {
+                    true => PatchOperation::Replace(ReplaceOperation { path, value }),
+                    false => PatchOperation::Add(AddOperation { path, value }),
+                });
+            }
+        }
+    }
+
+    /// Puts the creation of the map, if any, first.
+    fn finish(self, ops: &mut Vec<PatchOperation>) {
+        if self.created.is_empty() {
+            return;
+        }
+        let (path, value) = match self.metadata {
+            Some(_) => (
                 PointerBuf::from_tokens(["metadata", "annotations"]),
-                Value::Object(new_annotations),
+                Value::Object(self.created),
             ),
-            false => {
+            None => {
                 let metadata =
-                    Map::from_iter([("annotations".to_string(), Value::Object(new_annotations))]);
+                    Map::from_iter([("annotations".to_string(), Value::Object(self.created))]);
                 (
                     PointerBuf::from_tokens(["metadata"]),
                     Value::Object(metadata),
@@ -80,7 +132,6 @@ pub fn build(pod: &PodView<'_>, changes: &[Change]) -> Patch {
         };
         ops.insert(0, PatchOperation::Add(AddOperation { path, value }));
     }
-    Patch(ops)
 }
 
 fn init_args_path(container: usize) -> PointerBuf {
@@ -100,18 +151,7 @@ pub fn verify(pod: &PodView<'_>, patch: &Patch) -> Result<Value, json_patch::Pat
 
 /// The parts of the pod a patch may touch, as JSON.
 pub fn skeleton(pod: &PodView<'_>) -> Value {
-    let mut root = Map::new();
-    if let Some(metadata) = &pod.metadata {
-        let mut meta = Map::new();
-        if let Some(annotations) = &metadata.annotations {
-            let map = annotations
-                .iter()
-                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-                .collect();
-            meta.insert("annotations".to_string(), Value::Object(map));
-        }
-        root.insert("metadata".to_string(), Value::Object(meta));
-    }
+    let mut root = metadata_skeleton(pod.metadata.as_ref());
     if let Some(inits) = pod.spec.as_ref().and_then(|s| s.init_containers.as_ref()) {
         let inits = inits
             .iter()
@@ -128,6 +168,52 @@ pub fn skeleton(pod: &PodView<'_>) -> Value {
         root.insert("spec".to_string(), Value::Object(spec));
     }
     Value::Object(root)
+}
+
+/// Checks that every operation of `patch` applies to the Service `service` was read from, on a
+/// copy of the parts it touches: metadata.annotations and each port's appProtocol.
+pub fn verify_service(
+    service: &ServiceView<'_>,
+    patch: &Patch,
+) -> Result<Value, json_patch::PatchError> {
+    let mut root = metadata_skeleton(service.metadata.as_ref());
+    if let Some(ports) = service.spec.as_ref().and_then(|s| s.ports.as_ref()) {
+        let ports = ports
+            .iter()
+            .map(|port| {
+                let mut view = Map::new();
+                if let Some(app_protocol) = &port.app_protocol {
+                    view.insert(
+                        "appProtocol".to_string(),
+                        Value::String(app_protocol.to_string()),
+                    );
+                }
+                Value::Object(view)
+            })
+            .collect();
+        let spec = Map::from_iter([("ports".to_string(), Value::Array(ports))]);
+        root.insert("spec".to_string(), Value::Object(spec));
+    }
+    let mut skeleton = Value::Object(root);
+    json_patch::patch(&mut skeleton, &patch.0)?;
+    Ok(skeleton)
+}
+
+/// `{"metadata": {"annotations": ...}}` as far as the object has them.
+fn metadata_skeleton(metadata: Option<&MetadataView<'_>>) -> Map<String, Value> {
+    let mut root = Map::new();
+    if let Some(metadata) = metadata {
+        let mut meta = Map::new();
+        if let Some(annotations) = &metadata.annotations {
+            let map = annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                .collect();
+            meta.insert("annotations".to_string(), Value::Object(map));
+        }
+        root.insert("metadata".to_string(), Value::Object(meta));
+    }
+    root
 }
 
 #[cfg(test)]
@@ -243,5 +329,56 @@ mod tests {
                 "{change:?}"
             );
         }
+    }
+    #[test]
+    fn service_app_protocol_and_record() {
+        let service = json!({"metadata": {"name": "mox"}, "spec": {"ports": [
+            {"name": "http", "port": 80, "appProtocol": "http"}, {"name": "submission", "port": 587}]}});
+        let bytes = serde_json::to_vec(&service).unwrap();
+        let view = ServiceView::from_json(&bytes).unwrap();
+        let changes = [
+            ServiceChange::SetAppProtocol {
+                port: 1,
+                value: "tcp".into(),
+            },
+            ServiceChange::SetAnnotation {
+                key: "serverfirst.dev/declared-tcp-ports".into(),
+                value: "587".into(),
+            },
+        ];
+        let patch = build_service(&view, &changes);
+        let applied = verify_service(&view, &patch).expect("patch applies");
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap(),
+            json!([
+                {"op": "add", "path": "/metadata/annotations", "value": {"serverfirst.dev/declared-tcp-ports": "587"}},
+                {"op": "add", "path": "/spec/ports/1/appProtocol", "value": "tcp"},
+            ])
+        );
+        assert_eq!(
+            applied["spec"]["ports"],
+            json!([{"appProtocol": "http"}, {"appProtocol": "tcp"}])
+        );
+        let mut patched = service.clone();
+        json_patch::patch(&mut patched, &patch.0).unwrap();
+        assert_eq!(
+            patched["spec"]["ports"][1],
+            json!({"name": "submission", "port": 587, "appProtocol": "tcp"})
+        );
+    }
+
+    #[test]
+    fn service_verification_rejects_a_port_that_is_not_there() {
+        let view = ServiceView::from_json(br#"{"spec": {"ports": [{"port": 25}]}}"#).unwrap();
+        let patch = build_service(
+            &view,
+            &[ServiceChange::SetAppProtocol {
+                port: 3,
+                value: "tcp".into(),
+            }],
+        );
+        assert!(verify_service(&view, &patch).is_err());
+        let no_ports = ServiceView::from_json(br#"{"spec": {}}"#).unwrap();
+        assert!(verify_service(&no_ports, &patch).is_err());
     }
 }

@@ -81,11 +81,11 @@ impl<'a> PodView<'a> {
     }
 
     pub fn label(&self, key: &str) -> Option<&str> {
-        lookup(self.metadata.as_ref()?.labels.as_ref()?, key)
+        self.metadata.as_ref()?.label(key)
     }
 
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        lookup(self.annotations()?, key)
+        self.metadata.as_ref()?.annotation(key)
     }
 
     /// The annotations map, `None` when absent.
@@ -99,17 +99,10 @@ impl<'a> PodView<'a> {
 
     /// `name`, or `generateName` followed by `*` for pods not named yet.
     pub fn display_name(&self) -> String {
-        let metadata = self.metadata.as_ref();
-        match (
-            metadata
-                .and_then(|m| m.name.as_deref())
-                .filter(|n| !n.is_empty()),
-            metadata.and_then(|m| m.generate_name.as_deref()),
-        ) {
-            (Some(name), _) => name.to_string(),
-            (None, Some(generate_name)) => format!("{generate_name}*"),
-            (None, None) => String::new(),
-        }
+        self.metadata
+            .as_ref()
+            .map(MetadataView::display_name)
+            .unwrap_or_default()
     }
 
     pub fn namespace(&self) -> Option<&str> {
@@ -143,6 +136,28 @@ impl<'a> PodView<'a> {
             .iter()
             .chain(self.init_containers())
             .any(|c| names.contains(&c.name()))
+    }
+}
+
+impl MetadataView<'_> {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        lookup(self.labels.as_ref()?, key)
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        lookup(self.annotations.as_ref()?, key)
+    }
+
+    /// `name`, or `generateName` followed by `*` for objects not named yet.
+    pub fn display_name(&self) -> String {
+        match (
+            self.name.as_deref().filter(|n| !n.is_empty()),
+            self.generate_name.as_deref(),
+        ) {
+            (Some(name), _) => name.to_string(),
+            (None, Some(generate_name)) => format!("{generate_name}*"),
+            (None, None) => String::new(),
+        }
     }
 }
 

@@ -4,8 +4,10 @@
 pub mod consul;
 pub mod exclusions;
 pub mod istio;
+pub mod istio_service;
 pub mod kuma;
 pub mod linkerd;
+pub mod service;
 
 use serde::Deserialize;
 
