@@ -54,23 +54,100 @@ type BuiltinEntry = (
 );
 
 const BUILTIN: &[BuiltinEntry] = &[
-    ("smtp", &[25], &["smtp"], Wire::ServerFirst, true, Some("submissions")),
-    ("submission", &[587], &["submission"], Wire::ServerFirst, true, Some("submissions")),
-    ("submissions", &[465], &["submissions", "smtps"], Wire::ClientFirst, true, None),
-    ("ftp", &[21], &["ftp"], Wire::ServerFirst, true, Some("ftps")),
-    ("ldap", &[389], &["ldap"], Wire::ClientFirst, true, Some("ldaps")),
-    ("pop3", &[110], &["pop3"], Wire::ServerFirst, true, Some("pop3s")),
-    ("imap", &[143], &["imap"], Wire::ServerFirst, true, Some("imaps")),
+    (
+        "smtp",
+        &[25],
+        &["smtp"],
+        Wire::ServerFirst,
+        true,
+        Some("submissions"),
+    ),
+    (
+        "submission",
+        &[587],
+        &["submission"],
+        Wire::ServerFirst,
+        true,
+        Some("submissions"),
+    ),
+    (
+        "submissions",
+        &[465],
+        &["submissions", "smtps"],
+        Wire::ClientFirst,
+        true,
+        None,
+    ),
+    (
+        "ftp",
+        &[21],
+        &["ftp"],
+        Wire::ServerFirst,
+        true,
+        Some("ftps"),
+    ),
+    (
+        "ldap",
+        &[389],
+        &["ldap"],
+        Wire::ClientFirst,
+        true,
+        Some("ldaps"),
+    ),
+    (
+        "pop3",
+        &[110],
+        &["pop3"],
+        Wire::ServerFirst,
+        true,
+        Some("pop3s"),
+    ),
+    (
+        "imap",
+        &[143],
+        &["imap"],
+        Wire::ServerFirst,
+        true,
+        Some("imaps"),
+    ),
     ("lmtp", &[24], &["lmtp"], Wire::ServerFirst, false, None),
-    ("nntp", &[119], &["nntp"], Wire::ServerFirst, false, Some("nntps")),
-    ("managesieve", &[4190], &["sieve", "managesieve"], Wire::ServerFirst, false, None),
+    (
+        "nntp",
+        &[119],
+        &["nntp"],
+        Wire::ServerFirst,
+        false,
+        Some("nntps"),
+    ),
+    (
+        "managesieve",
+        &[4190],
+        &["sieve", "managesieve"],
+        Wire::ServerFirst,
+        false,
+        None,
+    ),
     ("mysql", &[3306], &["mysql"], Wire::ServerFirst, false, None),
-    ("vnc", &[5900], &["rfb", "vnc"], Wire::ServerFirst, false, None),
+    (
+        "vnc",
+        &[5900],
+        &["rfb", "vnc"],
+        Wire::ServerFirst,
+        false,
+        None,
+    ),
     ("ldaps", &[636], &["ldaps"], Wire::ClientFirst, false, None),
     ("imaps", &[993], &["imaps"], Wire::ClientFirst, false, None),
     ("pop3s", &[995], &["pop3s"], Wire::ClientFirst, false, None),
     ("ftps", &[990], &["ftps"], Wire::ClientFirst, false, None),
-    ("nntps", &[563], &["nntps", "snews"], Wire::ClientFirst, false, None),
+    (
+        "nntps",
+        &[563],
+        &["nntps", "snews"],
+        Wire::ClientFirst,
+        false,
+        None,
+    ),
 ];
 
 /// Istio-style protocol prefixes a port name may carry (`tcp-smtp`).
@@ -130,7 +207,9 @@ impl Catalog {
     pub fn by_name(&self, port_name: &str) -> Option<&Protocol> {
         let base = strip_name_prefix(port_name);
         let entry = self.preferring_enabled(|p| {
-            p.port_names.iter().any(|name| suffix_of(base, name).is_some())
+            p.port_names
+                .iter()
+                .any(|name| suffix_of(base, name).is_some())
         })?;
         let name = entry
             .port_names

@@ -115,7 +115,9 @@ pub enum ConfigError {
     UnknownProtocol { list: &'static str, name: String },
     #[error("invalid config: protocol {name:?} {problem}")]
     InvalidProtocol { name: String, problem: &'static str },
-    #[error("invalid config: protocol {protocol:?} has implicitTls {tls:?}, which is no catalog protocol")]
+    #[error(
+        "invalid config: protocol {protocol:?} has implicitTls {tls:?}, which is no catalog protocol"
+    )]
     UnknownImplicitTls { protocol: String, tls: String },
     #[error("invalid config: istio.defaultExcludeInboundPorts: {0}")]
     DefaultExclude(#[from] PortListError),
@@ -204,7 +206,10 @@ impl Config {
         }
         if let Some((protocol, tls)) = catalog.protocols.iter().find_map(|p| {
             let tls = p.implicit_tls.as_ref()?;
-            catalog.get(tls).is_none().then(|| (p.name.clone(), tls.clone()))
+            catalog
+                .get(tls)
+                .is_none()
+                .then(|| (p.name.clone(), tls.clone()))
         }) {
             return Err(ConfigError::UnknownImplicitTls { protocol, tls });
         }

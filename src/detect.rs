@@ -24,9 +24,32 @@ const FTP_PASSIVE_MIN: u16 = 1024;
 /// port: Istio's protocol prefixes (pkg/config/protocol/instance.go, `Parse`) and the usual
 /// names of metrics, health and admin endpoints.
 const KNOWN_NAME_WORDS: &[&str] = &[
-    "grpc", "http", "http2", "https", "tcp", "tls", "udp", "mongo", "redis", "mysql", "hbone",
-    "h2c", "ws", "wss", "metrics", "monitoring", "prometheus", "health", "healthz", "probe",
-    "status", "admin", "debug", "web", "ssh", "dns",
+    "grpc",
+    "http",
+    "http2",
+    "https",
+    "tcp",
+    "tls",
+    "udp",
+    "mongo",
+    "redis",
+    "mysql",
+    "hbone",
+    "h2c",
+    "ws",
+    "wss",
+    "metrics",
+    "monitoring",
+    "prometheus",
+    "health",
+    "healthz",
+    "probe",
+    "status",
+    "admin",
+    "debug",
+    "web",
+    "ssh",
+    "dns",
 ];
 
 /// Name prefixes that mean a protocol even without a `-` (`http8080`, `https`, `metrics2`).
@@ -215,7 +238,9 @@ fn detect_container(container: &ContainerView<'_>, catalog: &Catalog, detection:
             continue;
         };
         let name = port.name.as_deref().unwrap_or_default();
-        if !found.contains(&number) && is_ftp_passive(port, number, catalog) && passive.insert(number)
+        if !found.contains(&number)
+            && is_ftp_passive(port, number, catalog)
+            && passive.insert(number)
         {
             detection.findings.push(Finding {
                 port: number,
@@ -381,7 +406,8 @@ mod tests {
             {"name": "http", "containerPort": 8080}
         ]);
         assert_eq!(ports_of(with_ports(ftp)).unwrap(), [20, 21, 30000, 30001]);
-        let no_control = json!([{"name": "pasv-1", "containerPort": 30000}, {"containerPort": 30001}]);
+        let no_control =
+            json!([{"name": "pasv-1", "containerPort": 30000}, {"containerPort": 30001}]);
         assert_eq!(ports_of(with_ports(no_control)).unwrap(), Vec::<u16>::new());
         let other_container = json!({"spec": {"containers": [
             {"name": "ftp", "ports": [{"containerPort": 21}]},
@@ -426,7 +452,9 @@ mod tests {
         assert_eq!(passive, 11);
         assert_eq!(
             detection.warnings,
-            ["FTP passive: ports 30000-30009,30100 of container \"vsftpd\" taken as FTP passive data ports (beside FTP control port 21)"]
+            [
+                "FTP passive: ports 30000-30009,30100 of container \"vsftpd\" taken as FTP passive data ports (beside FTP control port 21)"
+            ]
         );
         assert_eq!(
             detection.off_notes(),

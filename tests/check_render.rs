@@ -286,7 +286,12 @@ fn check_and_render_give_the_destination_rule_meshed_clients_need() {
         .find(|r| r["kind"] == "Deployment")
         .unwrap();
     let advice = deployment["companions"][0].as_str().unwrap();
-    assert!(advice.contains("DestinationRule mox-serverfirst (host mox, tls.mode DISABLE on port 25,465,587)"), "{advice}");
+    assert!(
+        advice.contains(
+            "DestinationRule mox-serverfirst (host mox, tls.mode DISABLE on port 25,465,587)"
+        ),
+        "{advice}"
+    );
 
     let (code, rendered, _) = serverfirst(
         &["render", "--companions", "-f", "manifests/examples/mox"],

@@ -43,7 +43,14 @@ fn table(catalog: &Catalog) -> String {
         })
         .collect();
     report::table(
-        &["PROTOCOL", "PORTS", "PORT NAMES", "WIRE", "ENABLED", "IMPLICIT TLS"],
+        &[
+            "PROTOCOL",
+            "PORTS",
+            "PORT NAMES",
+            "WIRE",
+            "ENABLED",
+            "IMPLICIT TLS",
+        ],
         &rows,
     )
 }

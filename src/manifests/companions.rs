@@ -227,9 +227,10 @@ mod tests {
                 {"port": {"number": 25}, "tls": {"mode": "DISABLE"}},
                 {"port": {"number": 1587}, "tls": {"mode": "DISABLE"}}]}}})]
         );
-        assert!(advice(&rules[0]).contains(
-            "mox-serverfirst (host mox, tls.mode DISABLE on port 25,1587)"
-        ));
+        assert!(
+            advice(&rules[0])
+                .contains("mox-serverfirst (host mox, tls.mode DISABLE on port 25,1587)")
+        );
     }
 
     #[test]

@@ -23,16 +23,24 @@ const DATAPLANE_MODE: &str = "istio.io/dataplane-mode";
 const INCLUDE_FLAGS: &[&str] = &["-b", "--istio-inbound-ports"];
 const EXCLUDE_FLAGS: &[&str] = &["-d", "--istio-local-exclude-ports"];
 
+/// The pod's `sidecar.istio.io/inject` setting as the injector reads it: the label when present
+/// (even empty), else the annotation (istio pkg/kube/inject/inject.go, `injectRequired`: "if
+/// both are present we prefer the label"; istio-cni's cni/pkg/plugin/plugin.go reads it alike).
+/// Values are compared exactly: anything but `true`/`false` falls back to the default policy.
+fn inject_setting<'p>(pod: &'p PodView<'_>) -> Option<&'p str> {
+    pod.label(INJECT).or_else(|| pod.annotation(INJECT))
+}
+
 /// Why Istio itself leaves the pod's inbound traffic alone, if it does.
 pub fn skip_reason(pod: &PodView<'_>) -> Option<&'static str> {
-    let inject_off = |value: Option<&str>| value.is_some_and(|v| v.trim() == "false");
-    if inject_off(pod.label(INJECT)) || inject_off(pod.annotation(INJECT)) {
-        return Some("sidecar injection disabled (sidecar.istio.io/inject: false)");
+    if inject_setting(pod) == Some("false") {
+        return Some(match pod.label(INJECT) {
+            Some(_) => "sidecar injection disabled (label sidecar.istio.io/inject: false)",
+            None => "sidecar injection disabled (annotation sidecar.istio.io/inject: false)",
+        });
     }
-    if pod
-        .annotation(INTERCEPTION_MODE)
-        .is_some_and(|m| m.trim() == "NONE")
-    {
+    // The injection template compares the annotation exactly (`eq ... "NONE"`).
+    if pod.annotation(INTERCEPTION_MODE) == Some("NONE") {
         return Some("no traffic interception (sidecar.istio.io/interceptionMode: NONE)");
     }
     None
@@ -40,9 +48,7 @@ pub fn skip_reason(pod: &PodView<'_>) -> Option<&'static str> {
 
 /// The pod asks for Istio's sidecar, or already has it.
 pub fn injected(pod: &PodView<'_>) -> bool {
-    let on = |value: Option<&str>| value.is_some_and(|v| v.trim() == "true");
-    on(pod.label(INJECT))
-        || on(pod.annotation(INJECT))
+    inject_setting(pod) == Some("true")
         || pod.label("istio.io/rev").is_some()
         || pod.annotation(STATUS).is_some()
         || pod.has_container(&["istio-proxy"])
@@ -552,12 +558,28 @@ mod tests {
     }
 
     #[test]
-    fn opt_outs() {
+    fn opt_outs_follow_the_injectors_precedence() {
         let smtp = json!({"containers": [{"ports": [{"containerPort": 25}]}]});
         let cases = [
             (json!({"labels": {INJECT: "false"}}), true),
             (json!({"annotations": {INJECT: "false"}}), true),
             (json!({"labels": {INJECT: "true"}}), false),
+            // The label wins when both are there, in either direction.
+            (
+                json!({"labels": {INJECT: "true"}, "annotations": {INJECT: "false"}}),
+                false,
+            ),
+            (
+                json!({"labels": {INJECT: "false"}, "annotations": {INJECT: "true"}}),
+                true,
+            ),
+            // A label present but empty still hides the annotation: default policy.
+            (
+                json!({"labels": {INJECT: ""}, "annotations": {INJECT: "false"}}),
+                false,
+            ),
+            // Istio compares exactly; " false" is invalid and means the default policy.
+            (json!({"labels": {INJECT: " false"}}), false),
             (json!({"annotations": {INTERCEPTION_MODE: "NONE"}}), true),
             (json!({"annotations": {INTERCEPTION_MODE: "TPROXY"}}), false),
             (json!({}), false),
@@ -566,6 +588,27 @@ mod tests {
             let bytes = serde_json::to_vec(&json!({"metadata": metadata, "spec": smtp})).unwrap();
             let pod = PodView::from_json(&bytes).unwrap();
             assert_eq!(skip_reason(&pod).is_some(), skipped, "{metadata}");
+        }
+    }
+
+    #[test]
+    fn injection_markers_follow_the_same_precedence() {
+        let cases = [
+            (json!({"labels": {INJECT: "true"}}), true),
+            (
+                json!({"labels": {INJECT: "false"}, "annotations": {INJECT: "true"}}),
+                false,
+            ),
+            (json!({"annotations": {INJECT: "true"}}), true),
+            (json!({"labels": {"istio.io/rev": "canary"}}), true),
+        ];
+        for (metadata, expected) in cases {
+            let bytes = serde_json::to_vec(&json!({"metadata": metadata})).unwrap();
+            assert_eq!(
+                super::injected(&PodView::from_json(&bytes).unwrap()),
+                expected,
+                "{metadata}"
+            );
         }
     }
 }

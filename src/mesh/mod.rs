@@ -413,28 +413,116 @@ mod profile_tests {
         );
     }
 
+    /// Each mesh's own reading of its opt-out: which of label and annotation counts, and which
+    /// values (see the profiles' `skip_reason`).
     #[test]
-    fn each_profile_honours_its_opt_outs() {
+    fn each_profile_honours_its_opt_outs_as_the_mesh_reads_them() {
         let cases = [
-            (Mesh::Linkerd, json!({"linkerd.io/inject": "disabled"})),
-            (Mesh::Kuma, json!({"kuma.io/sidecar-injection": "disabled"})),
+            (
+                Mesh::Linkerd,
+                json!({}),
+                json!({"linkerd.io/inject": "disabled"}),
+                true,
+            ),
+            (
+                Mesh::Linkerd,
+                json!({}),
+                json!({"linkerd.io/inject": "false"}),
+                true,
+            ),
+            (
+                Mesh::Linkerd,
+                json!({}),
+                json!({"linkerd.io/inject": "enabled"}),
+                false,
+            ),
+            (
+                Mesh::Linkerd,
+                json!({"linkerd.io/inject": "disabled"}),
+                json!({}),
+                false,
+            ),
+            (
+                Mesh::Kuma,
+                json!({"kuma.io/sidecar-injection": "disabled"}),
+                json!({}),
+                true,
+            ),
+            (
+                Mesh::Kuma,
+                json!({"kuma.io/sidecar-injection": "no"}),
+                json!({}),
+                true,
+            ),
+            (
+                Mesh::Kuma,
+                json!({}),
+                json!({"kuma.io/sidecar-injection": "disabled"}),
+                false,
+            ),
+            (
+                Mesh::Kuma,
+                json!({"kuma.io/sidecar-injection": "enabled"}),
+                json!({"kuma.io/sidecar-injection": "disabled"}),
+                false,
+            ),
+            (
+                Mesh::Consul,
+                json!({}),
+                json!({"consul.hashicorp.com/connect-inject": "false"}),
+                true,
+            ),
+            (
+                Mesh::Consul,
+                json!({}),
+                json!({"consul.hashicorp.com/connect-inject": "0"}),
+                true,
+            ),
+            (
+                Mesh::Consul,
+                json!({}),
+                json!({"consul.hashicorp.com/connect-inject": "T"}),
+                false,
+            ),
             (
                 Mesh::Consul,
                 json!({"consul.hashicorp.com/connect-inject": "false"}),
+                json!({}),
+                false,
             ),
             (
                 Mesh::Consul,
+                json!({}),
                 json!({"consul.hashicorp.com/transparent-proxy": "false"}),
+                true,
             ),
-            (Mesh::Istio, json!({"sidecar.istio.io/inject": "false"})),
+            (
+                Mesh::Istio,
+                json!({}),
+                json!({"sidecar.istio.io/inject": "false"}),
+                true,
+            ),
+            (
+                Mesh::Istio,
+                json!({"sidecar.istio.io/inject": "false"}),
+                json!({}),
+                true,
+            ),
+            (
+                Mesh::Istio,
+                json!({"sidecar.istio.io/inject": "true"}),
+                json!({"sidecar.istio.io/inject": "false"}),
+                false,
+            ),
         ];
-        for (mesh, annotations) in cases {
-            assert!(
-                matches!(
-                    decide_value(&pod(Some(annotations.clone())), &config(&[mesh])),
-                    Decision::Skipped(_)
-                ),
-                "{mesh:?} {annotations}"
+        for (mesh, labels, annotations, skipped) in cases {
+            let mut pod = pod(Some(annotations.clone()));
+            pod["metadata"]["labels"] = labels.clone();
+            let decision = decide_value(&pod, &config(&[mesh]));
+            assert_eq!(
+                matches!(decision, Decision::Skipped(_)),
+                skipped,
+                "{mesh:?} labels {labels} annotations {annotations}: {decision:?}"
             );
         }
     }
