@@ -145,14 +145,31 @@ pub(crate) fn merge_annotation(
 pub enum Change {
     /// Set annotation `key` to `value`, creating the annotations map when absent.
     SetAnnotation { key: String, value: String },
-    /// Replace argument `arg` of init container `container`.
-    ReplaceInitArg {
+    /// Replace word `index` of init container `container`'s `command` or `args`.
+    ReplaceInitWord {
         container: usize,
-        arg: usize,
+        list: InitList,
+        index: usize,
         value: String,
     },
     /// Append arguments to init container `container`.
     AppendInitArgs { container: usize, args: Vec<String> },
+}
+
+/// The two lists a container's command line is made of (argv = `command` + `args`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitList {
+    Command,
+    Args,
+}
+
+impl InitList {
+    pub fn field(self) -> &'static str {
+        match self {
+            InitList::Command => "command",
+            InitList::Args => "args",
+        }
+    }
 }
 
 /// A mesh profile's part of a plan.
