@@ -115,6 +115,10 @@ pub enum ConfigError {
     UnknownProtocol { list: &'static str, name: String },
     #[error("invalid config: protocol {name:?} {problem}")]
     InvalidProtocol { name: String, problem: &'static str },
+    #[error(
+        "invalid config: protocol {protocol:?} has implicitTls {tls:?}, which is no catalog protocol"
+    )]
+    UnknownImplicitTls { protocol: String, tls: String },
     #[error("invalid config: istio.defaultExcludeInboundPorts: {0}")]
     DefaultExclude(#[from] PortListError),
     #[error(
@@ -199,6 +203,15 @@ impl Config {
                 Some(existing) => *existing = protocol,
                 None => catalog.protocols.push(protocol),
             }
+        }
+        if let Some((protocol, tls)) = catalog.protocols.iter().find_map(|p| {
+            let tls = p.implicit_tls.as_ref()?;
+            catalog
+                .get(tls)
+                .is_none()
+                .then(|| (p.name.clone(), tls.clone()))
+        }) {
+            return Err(ConfigError::UnknownImplicitTls { protocol, tls });
         }
         for (list, names, enabled) in [
             ("enable", &raw.catalog.enable, true),
@@ -399,6 +412,10 @@ mod tests {
             (
                 "catalog:\n  protocols:\n  - {name: x, ports: [0], portNames: [], wire: server-first, enabled: true}\n",
                 "protocol \"x\" lists port 0",
+            ),
+            (
+                "catalog:\n  protocols:\n  - {name: x, ports: [7], portNames: [x], wire: server-first, enabled: true, implicitTls: xs}\n",
+                "protocol \"x\" has implicitTls \"xs\", which is no catalog protocol",
             ),
         ];
         for (yaml, expected) in cases {

@@ -2,8 +2,8 @@
 
 use crate::catalog::{Catalog, strip_name_prefix};
 use crate::config::{Config, resolve_name};
-use crate::pod::{ContainerView, PodView};
-use crate::ports::{PortSet, parse_nonzero_port_list};
+use crate::pod::{ContainerView, PodView, PortView};
+use crate::ports::{PortSet, format_port_list, parse_nonzero_port_list, phrase};
 
 /// Label or annotation: `"true"` leaves the pod alone.
 pub const SKIP_KEY: &str = "serverfirst.dev/skip";
@@ -15,6 +15,45 @@ pub const OUTBOUND_PORTS_KEY: &str = "serverfirst.dev/outbound-ports";
 
 /// Port-name prefixes of FTP passive data ports (counted only next to an FTP control port).
 const FTP_PASSIVE_PREFIXES: &[&str] = &["pasv", "ftp-data"];
+
+/// Passive data ports are dynamic: servers use unprivileged ones (vsftpd `pasv_min_port`,
+/// pure-ftpd `-p`, ProFTPD `PassivePorts` all live above 1023 in practice).
+const FTP_PASSIVE_MIN: u16 = 1024;
+
+/// Port-name words that give a port a protocol of its own, so that it is not an FTP passive
+/// port: Istio's protocol prefixes (pkg/config/protocol/instance.go, `Parse`) and the usual
+/// names of metrics, health and admin endpoints.
+const KNOWN_NAME_WORDS: &[&str] = &[
+    "grpc",
+    "http",
+    "http2",
+    "https",
+    "tcp",
+    "tls",
+    "udp",
+    "mongo",
+    "redis",
+    "mysql",
+    "hbone",
+    "h2c",
+    "ws",
+    "wss",
+    "metrics",
+    "monitoring",
+    "prometheus",
+    "health",
+    "healthz",
+    "probe",
+    "status",
+    "admin",
+    "debug",
+    "web",
+    "ssh",
+    "dns",
+];
+
+/// Name prefixes that mean a protocol even without a `-` (`http8080`, `https`, `metrics2`).
+const KNOWN_NAME_PREFIXES: &[&str] = &["http", "grpc", "metrics"];
 
 /// Why a port was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,17 +79,45 @@ pub struct Finding {
     pub source: Source,
 }
 
+/// A port whose number or name is a catalog protocol that is turned off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffPort {
+    pub port: u16,
+    pub protocol: String,
+}
+
 /// What detection found, with notes for the operator.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Detection {
     pub findings: Vec<Finding>,
     pub warnings: Vec<String>,
+    /// Ports of known protocols that are off, so that a report can say why they are left alone.
+    pub off: Vec<OffPort>,
 }
 
 impl Detection {
     /// The distinct ports found, ascending.
     pub fn ports(&self) -> PortSet {
         self.findings.iter().map(|f| f.port).collect()
+    }
+
+    /// One line per protocol that is off: `3306 is mysql, off by default: `catalog.enable: [mysql]``.
+    pub fn off_notes(&self) -> Vec<String> {
+        let mut by_protocol: std::collections::BTreeMap<&str, PortSet> = Default::default();
+        for off in &self.off {
+            by_protocol
+                .entry(off.protocol.as_str())
+                .or_default()
+                .insert(off.port);
+        }
+        by_protocol
+            .into_iter()
+            .map(|(protocol, ports)| {
+                let ports = format_port_list(ports);
+                let verb = if ports.contains(',') { "are" } else { "is" };
+                format!("{ports} {verb} {protocol}, off by default: `catalog.enable: [{protocol}]`")
+            })
+            .collect()
     }
 }
 
@@ -87,7 +154,7 @@ pub fn detect(pod: &PodView<'_>, catalog: &Catalog) -> Result<Detection, Skip> {
             .filter(|c| c.is_native_sidecar()),
     );
     for container in long_running {
-        detect_container(container, catalog, &mut detection.findings);
+        detect_container(container, catalog, &mut detection);
     }
     if let Some(extra) = pod.annotation(EXTRA_PORTS_KEY) {
         match parse_nonzero_port_list(extra) {
@@ -127,43 +194,55 @@ pub fn outbound_ports(pod: &PodView<'_>, config: &Config, warnings: &mut Vec<Str
     ports
 }
 
-fn detect_container(container: &ContainerView<'_>, catalog: &Catalog, findings: &mut Vec<Finding>) {
-    let first = findings.len();
+fn detect_container(container: &ContainerView<'_>, catalog: &Catalog, detection: &mut Detection) {
+    let first = detection.findings.len();
     let tcp_ports = || container.ports().iter().filter(|p| p.is_tcp());
     for port in tcp_ports() {
         let Some(number) = port.number() else {
             continue;
         };
         let name = port.name.as_deref().unwrap_or_default();
-        let found = match catalog.by_port(number) {
-            Some(protocol) => Some((protocol, Source::Number)),
-            None => catalog
-                .by_port_name(name)
-                .map(|p| (p, Source::Name(name.to_string()))),
-        };
-        if let Some((protocol, source)) = found {
-            findings.push(Finding {
-                port: number,
-                protocol: protocol.name.clone(),
-                container: container.name().to_string(),
-                source,
-            });
-        }
-    }
-    let has_ftp_control = findings[first..].iter().any(|f| f.protocol == "ftp");
-    if !has_ftp_control {
-        return;
-    }
-    for port in tcp_ports() {
-        let (Some(number), Some(name)) = (port.number(), port.name.as_deref()) else {
+        let Some(protocol) = catalog.entry_for(Some(number), name) else {
             continue;
         };
-        let base = strip_name_prefix(name);
-        if FTP_PASSIVE_PREFIXES
-            .iter()
-            .any(|prefix| base.starts_with(prefix))
+        if !protocol.enabled {
+            detection.off.push(OffPort {
+                port: number,
+                protocol: protocol.name.clone(),
+            });
+            continue;
+        }
+        let by_number = protocol.ports.contains(&number);
+        detection.findings.push(Finding {
+            port: number,
+            protocol: protocol.name.clone(),
+            container: container.name().to_string(),
+            source: match by_number {
+                true => Source::Number,
+                false => Source::Name(name.to_string()),
+            },
+        });
+    }
+    let control: PortSet = detection.findings[first..]
+        .iter()
+        .filter(|f| f.protocol == "ftp")
+        .map(|f| f.port)
+        .collect();
+    if control.is_empty() {
+        return;
+    }
+    let found: PortSet = detection.findings.iter().map(|f| f.port).collect();
+    let mut passive = PortSet::new();
+    for port in tcp_ports() {
+        let Some(number) = port.number() else {
+            continue;
+        };
+        let name = port.name.as_deref().unwrap_or_default();
+        if !found.contains(&number)
+            && is_ftp_passive(port, number, catalog)
+            && passive.insert(number)
         {
-            findings.push(Finding {
+            detection.findings.push(Finding {
                 port: number,
                 protocol: "ftp-passive".to_string(),
                 container: container.name().to_string(),
@@ -171,6 +250,41 @@ fn detect_container(container: &ContainerView<'_>, catalog: &Catalog, findings: 
             });
         }
     }
+    if !passive.is_empty() {
+        detection.warnings.push(format!(
+            "FTP passive: {} of container {:?} taken as FTP passive data ports (beside FTP control {})",
+            phrase(passive.iter().copied()),
+            container.name(),
+            phrase(control.iter().copied())
+        ));
+    }
+}
+
+/// A port beside an FTP control port that carries its passive data connections: named so
+/// (`pasv…`, `ftp-data…`), or unprivileged and unnamed or named with no protocol of its own
+/// (real FTP manifests declare their passive range as dozens of bare `containerPort`s).
+fn is_ftp_passive(port: &PortView<'_>, number: u16, catalog: &Catalog) -> bool {
+    let name = port.name.as_deref().unwrap_or_default();
+    let base = strip_name_prefix(name);
+    if FTP_PASSIVE_PREFIXES
+        .iter()
+        .any(|prefix| base.starts_with(prefix))
+    {
+        return true;
+    }
+    number >= FTP_PASSIVE_MIN
+        && catalog.entry_for(Some(number), name).is_none()
+        && !names_a_protocol(name)
+}
+
+/// The port name says which protocol the port speaks.
+fn names_a_protocol(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let first_word = lower.split('-').next().unwrap_or_default();
+    KNOWN_NAME_WORDS.contains(&first_word)
+        || KNOWN_NAME_PREFIXES
+            .iter()
+            .any(|prefix| lower.starts_with(prefix))
 }
 
 fn is_true(value: Option<&str>) -> bool {
@@ -292,13 +406,89 @@ mod tests {
             {"name": "http", "containerPort": 8080}
         ]);
         assert_eq!(ports_of(with_ports(ftp)).unwrap(), [20, 21, 30000, 30001]);
-        let no_control = json!([{"name": "pasv-1", "containerPort": 30000}]);
+        let no_control =
+            json!([{"name": "pasv-1", "containerPort": 30000}, {"containerPort": 30001}]);
         assert_eq!(ports_of(with_ports(no_control)).unwrap(), Vec::<u16>::new());
         let other_container = json!({"spec": {"containers": [
             {"name": "ftp", "ports": [{"containerPort": 21}]},
-            {"name": "web", "ports": [{"name": "pasv-1", "containerPort": 30000}]}
+            {"name": "web", "ports": [{"name": "pasv-1", "containerPort": 30000}, {"containerPort": 30001}]}
         ]}});
         assert_eq!(ports_of(other_container).unwrap(), [21]);
+    }
+
+    /// Shaped like public FTP manifests (e.g. a vsftpd or pure-ftpd Deployment): the passive
+    /// range is declared as bare container ports, or with names of its own.
+    #[test]
+    fn unnamed_and_unknown_ports_beside_ftp_are_passive_ports() {
+        let mut ports = vec![
+            json!({"name": "ftp", "containerPort": 21, "protocol": "TCP"}),
+            json!({"name": "metrics", "containerPort": 9100}),
+            json!({"name": "http-admin", "containerPort": 8080}),
+            json!({"name": "https", "containerPort": 8443}),
+            json!({"name": "grpc", "containerPort": 9090}),
+            json!({"name": "tcp-health", "containerPort": 9200}),
+            json!({"containerPort": 3306}),
+            json!({"containerPort": 30010, "protocol": "UDP"}),
+            json!({"name": "data1", "containerPort": 30100}),
+            json!({"containerPort": 990}),
+            json!({"containerPort": 1023}),
+        ];
+        for port in 30000..30010 {
+            ports.push(json!({"containerPort": port, "protocol": "TCP"}));
+        }
+        let pod = json!({"metadata": {"name": "ftp"}, "spec": {"containers": [
+            {"name": "vsftpd", "image": "fauria/vsftpd", "ports": ports}]}});
+        let bytes = serde_json::to_vec(&pod).unwrap();
+        let detection = detect(&PodView::from_json(&bytes).unwrap(), &Catalog::builtin()).unwrap();
+        let mut expected: Vec<u16> = vec![21];
+        expected.extend(30000..30010);
+        expected.push(30100);
+        assert_eq!(detection.ports().into_iter().collect::<Vec<_>>(), expected);
+        let passive = detection
+            .findings
+            .iter()
+            .filter(|f| f.protocol == "ftp-passive")
+            .count();
+        assert_eq!(passive, 11);
+        assert_eq!(
+            detection.warnings,
+            [
+                "FTP passive: ports 30000-30009,30100 of container \"vsftpd\" taken as FTP passive data ports (beside FTP control port 21)"
+            ]
+        );
+        assert_eq!(
+            detection.off_notes(),
+            [
+                "990 is ftps, off by default: `catalog.enable: [ftps]`",
+                "3306 is mysql, off by default: `catalog.enable: [mysql]`"
+            ]
+        );
+    }
+
+    /// A real mail server's ports: 993 named `imap-secure` is IMAPS (client-first, off), not IMAP.
+    #[test]
+    fn implicit_tls_ports_are_not_taken_for_their_plain_protocol() {
+        let pod = with_ports(json!([
+            {"name": "smtp", "containerPort": 25},
+            {"name": "submission", "containerPort": 587},
+            {"name": "imap", "containerPort": 143},
+            {"name": "imap-secure", "containerPort": 993},
+            {"name": "pop3-ssl", "containerPort": 1995},
+            {"name": "imap-tls", "containerPort": 10993}
+        ]));
+        let bytes = serde_json::to_vec(&pod).unwrap();
+        let detection = detect(&PodView::from_json(&bytes).unwrap(), &Catalog::builtin()).unwrap();
+        assert_eq!(
+            detection.ports().into_iter().collect::<Vec<_>>(),
+            [25, 143, 587]
+        );
+        assert_eq!(
+            detection.off_notes(),
+            [
+                "993,10993 are imaps, off by default: `catalog.enable: [imaps]`",
+                "1995 is pop3s, off by default: `catalog.enable: [pop3s]`"
+            ]
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use serde_json::{Map, Value};
 
-use crate::mesh::Change;
 use crate::mesh::service::ServiceChange;
+use crate::mesh::{Change, InitList};
 use crate::pod::{MetadataView, PodView};
 use crate::service::ServiceView;
 
@@ -20,12 +20,13 @@ pub fn build(pod: &PodView<'_>, changes: &[Change]) -> Patch {
     for change in changes {
         match change {
             Change::SetAnnotation { key, value } => annotations.set(key, value, &mut ops),
-            Change::ReplaceInitArg {
+            Change::ReplaceInitWord {
                 container,
-                arg,
+                list,
+                index,
                 value,
             } => {
-                let path = init_args_path(*container).with_trailing_token(*arg);
+                let path = init_list_path(*container, *list).with_trailing_token(*index);
                 ops.push(PatchOperation::Replace(ReplaceOperation {
                     path,
                     value: Value::String(value.clone()),
@@ -38,7 +39,8 @@ pub fn build(pod: &PodView<'_>, changes: &[Change]) -> Patch {
                     .is_some_and(|c| c.args.is_some());
                 if has_args {
                     for arg in args {
-                        let path = init_args_path(*container).with_trailing_token("-");
+                        let path =
+                            init_list_path(*container, InitList::Args).with_trailing_token("-");
                         ops.push(PatchOperation::Add(AddOperation {
                             path,
                             value: Value::String(arg.clone()),
@@ -47,7 +49,7 @@ pub fn build(pod: &PodView<'_>, changes: &[Change]) -> Patch {
                 } else {
                     let value = Value::Array(args.iter().cloned().map(Value::String).collect());
                     ops.push(PatchOperation::Add(AddOperation {
-                        path: init_args_path(*container),
+                        path: init_list_path(*container, InitList::Args),
                         value,
                     }));
                 }
@@ -134,15 +136,15 @@ impl<'v, 'a> Annotations<'v, 'a> {
     }
 }
 
-fn init_args_path(container: usize) -> PointerBuf {
+fn init_list_path(container: usize, list: InitList) -> PointerBuf {
     PointerBuf::from_tokens(["spec", "initContainers"])
         .with_trailing_token(container)
-        .with_trailing_token("args")
+        .with_trailing_token(list.field())
 }
 
 /// Checks that every operation of `patch` applies to the object `pod` was read from, by
 /// applying it to a copy of just the parts it touches: metadata.annotations and the init
-/// containers' args. Cheap whatever the pod's size.
+/// containers' command and args. Cheap whatever the pod's size.
 pub fn verify(pod: &PodView<'_>, patch: &Patch) -> Result<Value, json_patch::PatchError> {
     let mut skeleton = skeleton(pod);
     json_patch::patch(&mut skeleton, &patch.0)?;
@@ -157,9 +159,14 @@ pub fn skeleton(pod: &PodView<'_>) -> Value {
             .iter()
             .map(|init| {
                 let mut container = Map::new();
-                if let Some(args) = &init.args {
-                    let args = args.iter().map(|a| Value::String(a.to_string())).collect();
-                    container.insert("args".to_string(), Value::Array(args));
+                for (list, words) in [
+                    (InitList::Command, &init.command),
+                    (InitList::Args, &init.args),
+                ] {
+                    if let Some(words) = words {
+                        let words = words.iter().map(|w| Value::String(w.to_string())).collect();
+                        container.insert(list.field().to_string(), Value::Array(words));
+                    }
                 }
                 Value::Object(container)
             })
@@ -282,9 +289,10 @@ mod tests {
         let ops = patch_json(
             &pod,
             &[
-                Change::ReplaceInitArg {
+                Change::ReplaceInitWord {
                     container: 1,
-                    arg: 3,
+                    list: InitList::Args,
+                    index: 3,
                     value: "1,25".into(),
                 },
                 Change::AppendInitArgs {
@@ -309,18 +317,45 @@ mod tests {
     }
 
     #[test]
+    fn init_container_command_words() {
+        let pod = json!({"spec": {"initContainers": [{"name": "istio-init",
+            "command": ["istio-iptables", "-b", "*", "-d", "15020"]}]}});
+        let ops = patch_json(
+            &pod,
+            &[Change::ReplaceInitWord {
+                container: 0,
+                list: InitList::Command,
+                index: 4,
+                value: "15020,25".into(),
+            }],
+        );
+        assert_eq!(
+            ops,
+            json!([{"op": "replace", "path": "/spec/initContainers/0/command/4", "value": "15020,25"}])
+        );
+    }
+
+    #[test]
     fn verification_rejects_operations_that_do_not_apply() {
         let bytes = br#"{"spec": {"initContainers": [{"args": ["-b"]}]}}"#;
         let view = PodView::from_json(bytes).unwrap();
         for change in [
-            Change::ReplaceInitArg {
+            Change::ReplaceInitWord {
                 container: 0,
-                arg: 5,
+                list: InitList::Args,
+                index: 5,
                 value: "x".into(),
             },
-            Change::ReplaceInitArg {
+            Change::ReplaceInitWord {
+                container: 0,
+                list: InitList::Command,
+                index: 0,
+                value: "x".into(),
+            },
+            Change::ReplaceInitWord {
                 container: 3,
-                arg: 0,
+                list: InitList::Args,
+                index: 0,
                 value: "x".into(),
             },
         ] {

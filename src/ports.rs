@@ -65,9 +65,50 @@ pub fn format_port_list<I: IntoIterator<Item = u16>>(ports: I) -> String {
     out
 }
 
+/// Ports for prose: `port 25`, `ports 25,465,587`, ascending as in the annotations, with runs
+/// of three or more consecutive ports written `30000-30049` (FTP passive ranges are long).
+pub fn phrase<I: IntoIterator<Item = u16>>(ports: I) -> String {
+    let ports: PortSet = ports.into_iter().collect();
+    let mut runs: Vec<(u16, u16)> = Vec::new();
+    for port in ports.iter().copied() {
+        match runs.last_mut() {
+            Some((_, end)) if end.checked_add(1) == Some(port) => *end = port,
+            _ => runs.push((port, port)),
+        }
+    }
+    let mut list = String::new();
+    for (start, end) in runs {
+        let run = match end - start {
+            0 => format!("{start}"),
+            1 => format!("{start},{end}"),
+            _ => format!("{start}-{end}"),
+        };
+        if !list.is_empty() {
+            list.push(',');
+        }
+        list.push_str(&run);
+    }
+    match ports.len() {
+        1 => format!("port {list}"),
+        _ => format!("ports {list}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phrases_are_sorted_with_singular_or_plural() {
+        assert_eq!(phrase([25]), "port 25");
+        assert_eq!(phrase([587, 25, 465]), "ports 25,465,587");
+        assert_eq!(phrase([26, 25]), "ports 25,26");
+        assert_eq!(
+            phrase([21, 30002, 30000, 30001, 30003, 40000]),
+            "ports 21,30000-30003,40000"
+        );
+        assert_eq!(phrase([65535, 65534, 65533]), "ports 65533-65535");
+    }
 
     #[test]
     fn parses_like_istio() {

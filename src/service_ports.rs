@@ -5,7 +5,7 @@
 //! IANA name rules. Client-first entries need nothing on a Service: the client speaks first and
 //! a sniffing proxy completes its detection.
 
-use crate::catalog::{Catalog, Protocol, Wire};
+use crate::catalog::{Catalog, Wire};
 use crate::detect::{SKIP_KEY, Skip};
 use crate::service::{ServicePortView, ServiceView};
 
@@ -56,7 +56,9 @@ fn finding(index: usize, port: &ServicePortView<'_>, catalog: &Catalog) -> Optio
     let number = port.number().filter(|_| port.is_tcp())?;
     let name = port.name();
     let server_first = |by_number: Option<u16>, by_name: &str| {
-        entry_for(catalog, by_number, by_name).filter(|p| p.enabled && p.wire == Wire::ServerFirst)
+        catalog
+            .entry_for(by_number, by_name)
+            .filter(|p| p.enabled && p.wire == Wire::ServerFirst)
     };
     // The number decides when it is an entry's port; the name only on other numbers.
     let by_number_or_name = |by_number: u16, source: ServiceSource| {
@@ -82,14 +84,6 @@ fn finding(index: usize, port: &ServicePortView<'_>, catalog: &Catalog) -> Optio
         protocol: entry.name.clone(),
         source,
     })
-}
-
-/// The catalog entry that decides for a port `number` named `name`, enabled or not: the
-/// number when it is any entry's port, else the name.
-fn entry_for<'c>(catalog: &'c Catalog, number: Option<u16>, name: &str) -> Option<&'c Protocol> {
-    number
-        .and_then(|n| catalog.protocols.iter().find(|p| p.ports.contains(&n)))
-        .or_else(|| catalog.by_port_name(name))
 }
 
 #[cfg(test)]
@@ -160,6 +154,11 @@ mod tests {
             (
                 "disabled entry",
                 json!([{"port": 3306}, {"name": "nntp", "port": 1119}]),
+                vec![],
+            ),
+            (
+                "implicit-TLS suffix means the TLS entry",
+                json!([{"name": "imap-tls", "port": 1143}, {"name": "smtp-implicit", "port": 2465}]),
                 vec![],
             ),
             (

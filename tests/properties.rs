@@ -119,17 +119,31 @@ fn istio_init() -> impl Strategy<Value = Value> {
             any::<bool>(),
         )
     };
-    (flag_value(&["-b", "--istio-inbound-ports"]), prop::option::of(flag_value(&["-d", "--istio-local-exclude-ports"])), any::<bool>())
-        .prop_map(|((b_flag, b, b_eq), d, validation)| {
+    (
+        flag_value(&["-b", "--istio-inbound-ports"]),
+        prop::option::of(flag_value(&["-d", "--istio-local-exclude-ports"])),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|((b_flag, b, b_eq), d, validation, in_command)| {
             let mut args = vec!["istio-iptables".to_string(), "-p".into(), "15001".into()];
             let mut push = |flag: &str, value: String, joined: bool| match joined {
                 true => args.push(format!("{flag}={value}")),
                 false => args.extend([flag.to_string(), value]),
             };
             push(b_flag, b, b_eq);
-            if let Some((d_flag, d, d_eq)) = d { push(d_flag, d, d_eq); }
-            if validation { args.extend(["--run-validation".to_string(), "--skip-rule-apply".to_string()]); }
-            json!({"name": if validation { "istio-validation" } else { "istio-init" }, "args": args})
+            if let Some((d_flag, d, d_eq)) = d {
+                push(d_flag, d, d_eq);
+            }
+            if validation {
+                args.extend([
+                    "--run-validation".to_string(),
+                    "--skip-rule-apply".to_string(),
+                ]);
+            }
+            // Istio 1.4-1.5 put the call in `command`, later releases in `args`.
+            let list = if in_command { "command" } else { "args" };
+            json!({"name": if validation { "istio-validation" } else { "istio-init" }, list: args})
         })
 }
 
@@ -180,6 +194,31 @@ fn annotation<'v>(pod: &'v Value, key: &str) -> Option<&'v str> {
         .and_then(Value::as_str)
 }
 
+/// The `-b` port list of the pod's istio-init container, when it is an explicit list.
+fn istio_init_include(pod: &Value) -> Option<BTreeSet<u16>> {
+    let init = pod
+        .pointer("/spec/initContainers")?
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == "istio-init")?;
+    let list = init.get("args").or_else(|| init.get("command"))?;
+    let args: Vec<&str> = list.as_array()?.iter().filter_map(Value::as_str).collect();
+    let value = args
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(at, arg)| match *arg {
+            "-b" | "--istio-inbound-ports" => args.get(at + 1).copied(),
+            _ => arg
+                .strip_prefix("--istio-inbound-ports=")
+                .or_else(|| arg.strip_prefix("-b=")),
+        })?;
+    match value.trim() {
+        "*" | "" => None,
+        list => port_set(Some(list)),
+    }
+}
+
 fn port_set(value: Option<&str>) -> Option<BTreeSet<u16>> {
     parse_port_list(value.unwrap_or_default())
         .ok()
@@ -225,9 +264,14 @@ fn patch_applies_is_idempotent_and_touches_only_what_it_owns() {
                 prop_assert_eq!(after.get(key), Some(value), "annotation {} altered", key);
             }
         }
+        // An explicit `-b` of a rendered istio-init is the mesh-wide include default; the
+        // include annotation that replaces it on re-injection may be written.
+        let init_include = istio_init_include(&pod);
         for key in after.keys() {
             prop_assert!(
-                before.contains_key(key) || [EXCLUDE, RECORD].contains(&key.as_str()),
+                before.contains_key(key)
+                    || [EXCLUDE, RECORD].contains(&key.as_str())
+                    || (key == INCLUDE && init_include.is_some()),
                 "annotation {} added",
                 key
             );
@@ -243,10 +287,11 @@ fn patch_applies_is_idempotent_and_touches_only_what_it_owns() {
             prop_assert!(old.unwrap().is_subset(&new));
         }
         if annotation(&pod, INCLUDE) != annotation(&patched, INCLUDE) {
-            let (old, new) = (
-                port_set(annotation(&pod, INCLUDE)),
-                port_set(annotation(&patched, INCLUDE)),
-            );
+            let old = match annotation(&pod, INCLUDE) {
+                Some(value) => port_set(Some(value)),
+                None => init_include.clone(),
+            };
+            let new = port_set(annotation(&patched, INCLUDE));
             prop_assert!(
                 new.expect("valid")
                     .is_subset(&old.expect("was a valid list"))
@@ -264,7 +309,9 @@ fn patch_applies_is_idempotent_and_touches_only_what_it_owns() {
                 .and_then(Value::as_array_mut)
             {
                 for init in inits.iter_mut().filter(|c| c["name"] == "istio-init") {
-                    init.as_object_mut().unwrap().remove("args");
+                    let init = init.as_object_mut().unwrap();
+                    init.remove("args");
+                    init.remove("command");
                 }
             }
         }

@@ -38,11 +38,19 @@ fn table(catalog: &Catalog) -> String {
                 p.port_names.join(","),
                 p.wire.as_str().to_string(),
                 if p.enabled { "yes" } else { "no" }.to_string(),
+                p.implicit_tls.clone().unwrap_or_default(),
             ]
         })
         .collect();
     report::table(
-        &["PROTOCOL", "PORTS", "PORT NAMES", "WIRE", "ENABLED"],
+        &[
+            "PROTOCOL",
+            "PORTS",
+            "PORT NAMES",
+            "WIRE",
+            "ENABLED",
+            "IMPLICIT TLS",
+        ],
         &rows,
     )
 }

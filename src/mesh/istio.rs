@@ -6,11 +6,14 @@
 //! from `includeInboundPorts` and `-d` from `15090,15021,<excludeInboundPorts>,15020`; istio-cni
 //! reads the same annotations at network setup. A pod annotation replaces the mesh default.
 
+mod init;
+
 use crate::config::IstioSettings;
 use crate::mesh::exclusions::Syntax;
 use crate::mesh::{Change, MeshPlan, merge_annotation};
-use crate::pod::{ContainerView, PodView};
-use crate::ports::{PortSet, format_port_list, parse_port_list};
+use crate::pod::PodView;
+use crate::ports::{PortSet, format_port_list, parse_port_list, phrase};
+use init::{IstioInit, MeshDefaults};
 
 pub const INCLUDE_INBOUND: &str = "traffic.sidecar.istio.io/includeInboundPorts";
 pub const EXCLUDE_INBOUND: &str = "traffic.sidecar.istio.io/excludeInboundPorts";
@@ -20,19 +23,24 @@ pub const EXCLUDE_OUTBOUND: &str = "traffic.sidecar.istio.io/excludeOutboundPort
 const STATUS: &str = "sidecar.istio.io/status";
 const DATAPLANE_MODE: &str = "istio.io/dataplane-mode";
 
-const INCLUDE_FLAGS: &[&str] = &["-b", "--istio-inbound-ports"];
-const EXCLUDE_FLAGS: &[&str] = &["-d", "--istio-local-exclude-ports"];
+/// The pod's `sidecar.istio.io/inject` setting as the injector reads it: the label when present
+/// (even empty), else the annotation (istio pkg/kube/inject/inject.go, `injectRequired`: "if
+/// both are present we prefer the label"; istio-cni's cni/pkg/plugin/plugin.go reads it alike).
+/// Values are compared exactly: anything but `true`/`false` falls back to the default policy.
+fn inject_setting<'p>(pod: &'p PodView<'_>) -> Option<&'p str> {
+    pod.label(INJECT).or_else(|| pod.annotation(INJECT))
+}
 
 /// Why Istio itself leaves the pod's inbound traffic alone, if it does.
 pub fn skip_reason(pod: &PodView<'_>) -> Option<&'static str> {
-    let inject_off = |value: Option<&str>| value.is_some_and(|v| v.trim() == "false");
-    if inject_off(pod.label(INJECT)) || inject_off(pod.annotation(INJECT)) {
-        return Some("sidecar injection disabled (sidecar.istio.io/inject: false)");
+    if inject_setting(pod) == Some("false") {
+        return Some(match pod.label(INJECT) {
+            Some(_) => "sidecar injection disabled (label sidecar.istio.io/inject: false)",
+            None => "sidecar injection disabled (annotation sidecar.istio.io/inject: false)",
+        });
     }
-    if pod
-        .annotation(INTERCEPTION_MODE)
-        .is_some_and(|m| m.trim() == "NONE")
-    {
+    // The injection template compares the annotation exactly (`eq ... "NONE"`).
+    if pod.annotation(INTERCEPTION_MODE) == Some("NONE") {
         return Some("no traffic interception (sidecar.istio.io/interceptionMode: NONE)");
     }
     None
@@ -40,9 +48,7 @@ pub fn skip_reason(pod: &PodView<'_>) -> Option<&'static str> {
 
 /// The pod asks for Istio's sidecar, or already has it.
 pub fn injected(pod: &PodView<'_>) -> bool {
-    let on = |value: Option<&str>| value.is_some_and(|v| v.trim() == "true");
-    on(pod.label(INJECT))
-        || on(pod.annotation(INJECT))
+    inject_setting(pod) == Some("true")
         || pod.label("istio.io/rev").is_some()
         || pod.annotation(STATUS).is_some()
         || pod.has_container(&["istio-proxy"])
@@ -59,8 +65,8 @@ pub fn plan(
     if pod.label(DATAPLANE_MODE).map(str::trim) == Some("ambient") {
         // ztunnel has no per-port exclusion; only the whole pod can opt out.
         plan.warnings.push(format!(
-            "Istio ambient mode: ports {} cannot be excluded one by one; set label {DATAPLANE_MODE}=none to take the pod out of the mesh",
-            format_port_list(inbound.iter().chain(outbound).copied())
+            "Istio ambient mode: {} cannot be excluded one by one; set label {DATAPLANE_MODE}=none to take the pod out of the mesh",
+            phrase(inbound.iter().chain(outbound).copied())
         ));
         return plan;
     }
@@ -68,20 +74,20 @@ pub fn plan(
     if inbound.is_empty() {
         return plan;
     }
-    let ports = inbound;
-    plan_annotations(pod, ports, settings, &mut plan);
-    if let Some((index, init)) = pod
-        .init_containers()
-        .iter()
-        .enumerate()
-        .find(|(_, c)| applies_rules(c))
-    {
-        plan_init_args(index, init, ports, &mut plan);
+    let init = IstioInit::find(pod);
+    let defaults = init
+        .as_ref()
+        .map(|init| init.mesh_defaults(pod))
+        .unwrap_or_default();
+    plan_annotations(pod, inbound, settings, &defaults, &mut plan);
+    if let Some(init) = init {
+        init.plan(inbound, &mut plan);
     }
     plan
 }
 
 /// What an include list (`includeInboundPorts` or `-b`) means.
+#[derive(Debug, Clone)]
 enum Include {
     All,
     Nothing,
@@ -96,28 +102,40 @@ fn parse_include(value: &str) -> Result<Include, crate::ports::PortListError> {
     }
 }
 
+/// The annotation change; `defaults` are what an already-rendered istio-init shows of the
+/// mesh-wide defaults, carried into the annotation because the annotation replaces them.
 fn plan_annotations(
     pod: &PodView<'_>,
     ports: &PortSet,
     settings: &IstioSettings,
+    defaults: &MeshDefaults,
     plan: &mut MeshPlan,
 ) {
-    let change = match pod
-        .annotation(INCLUDE_INBOUND)
-        .map(parse_include)
-        .transpose()
-    {
-        Err(error) => return plan.warnings.push(unchanged(INCLUDE_INBOUND, &error)),
-        Ok(Some(Include::Nothing)) => return,
+    let include = match pod.annotation(INCLUDE_INBOUND).map(parse_include) {
+        Some(Err(error)) => return plan.warnings.push(unchanged(INCLUDE_INBOUND, &error)),
+        Some(Ok(include)) => Some(include),
+        None => defaults.include.clone().map(Include::Only),
+    };
+    let change = match include {
+        Some(Include::Nothing) => return,
         // Istio ignores excludes under an explicit include list: shrink the list instead.
-        Ok(Some(Include::Only(list))) => without(&list, ports).map(|kept| (INCLUDE_INBOUND, kept)),
-        Ok(None | Some(Include::All)) => {
+        Some(Include::Only(list)) => without(&list, ports).map(|kept| (INCLUDE_INBOUND, kept)),
+        None | Some(Include::All) => {
             let existing = match pod.annotation(EXCLUDE_INBOUND) {
                 None => Ok(settings.default_exclude_inbound_ports.clone()),
                 Some(value) => parse_port_list(value),
             };
             match existing {
-                Ok(existing) => with(&existing, ports).map(|merged| (EXCLUDE_INBOUND, merged)),
+                Ok(mut existing) => {
+                    let carried: Vec<u16> = defaults
+                        .exclude
+                        .iter()
+                        .copied()
+                        .filter(|p| !existing.contains(p))
+                        .collect();
+                    existing.extend(carried);
+                    with(&existing, ports).map(|merged| (EXCLUDE_INBOUND, merged))
+                }
                 Err(error) => return plan.warnings.push(unchanged(EXCLUDE_INBOUND, &error)),
             }
         }
@@ -128,102 +146,6 @@ fn plan_annotations(
             key: key.to_string(),
             value: format_port_list(value),
         });
-    }
-}
-
-/// An init container that writes the iptables rules itself (no istio-cni): `istio-init`.
-/// Under istio-cni the init container is `istio-validation`, which only checks the rules.
-fn applies_rules(container: &ContainerView<'_>) -> bool {
-    let tokens = || container.command().iter().chain(container.args());
-    tokens().any(|t| t == "istio-iptables")
-        && !tokens().any(|t| t == "--skip-rule-apply" || t == "--run-validation")
-}
-
-/// Where a flag's value sits in the args: a separate token, or `flag=value` in one token.
-struct FlagValue<'v> {
-    arg: usize,
-    flag: Option<&'v str>,
-    value: &'v str,
-}
-
-impl FlagValue<'_> {
-    fn replaced(&self, value: String) -> String {
-        match self.flag {
-            Some(flag) => format!("{flag}={value}"),
-            None => value,
-        }
-    }
-}
-
-fn find_flag<'v>(
-    args: &'v [std::borrow::Cow<'_, str>],
-    names: &[&'v str],
-) -> Option<FlagValue<'v>> {
-    // The last occurrence wins, as with cobra/pflag.
-    let mut found = None;
-    for (index, token) in args.iter().enumerate() {
-        if names.contains(&token.as_ref()) {
-            if let Some(value) = args.get(index + 1) {
-                found = Some(FlagValue {
-                    arg: index + 1,
-                    flag: None,
-                    value: value.as_ref(),
-                });
-            }
-        } else if let Some((flag, value)) = token.split_once('=')
-            && let Some(name) = names.iter().find(|name| **name == flag)
-        {
-            found = Some(FlagValue {
-                arg: index,
-                flag: Some(name),
-                value,
-            });
-        }
-    }
-    found
-}
-
-fn plan_init_args(index: usize, init: &ContainerView<'_>, ports: &PortSet, plan: &mut MeshPlan) {
-    let args = init.args();
-    // Without -b istio-iptables captures no inbound ports.
-    let Some(include_flag) = find_flag(args, INCLUDE_FLAGS) else {
-        return;
-    };
-    let include = match parse_include(include_flag.value) {
-        Ok(include) => include,
-        Err(error) => return plan.warnings.push(unchanged("istio-init -b", &error)),
-    };
-    match include {
-        Include::Nothing => {}
-        Include::Only(list) => {
-            if let Some(kept) = without(&list, ports) {
-                let value = include_flag.replaced(format_port_list(kept));
-                plan.changes.push(Change::ReplaceInitArg {
-                    container: index,
-                    arg: include_flag.arg,
-                    value,
-                });
-            }
-        }
-        Include::All => match find_flag(args, EXCLUDE_FLAGS) {
-            None => plan.changes.push(Change::AppendInitArgs {
-                container: index,
-                args: vec!["-d".to_string(), format_port_list(ports.iter().copied())],
-            }),
-            Some(exclude) => match parse_port_list(exclude.value) {
-                Ok(existing) => {
-                    if let Some(merged) = with(&existing, ports) {
-                        let value = exclude.replaced(format_port_list(merged));
-                        plan.changes.push(Change::ReplaceInitArg {
-                            container: index,
-                            arg: exclude.arg,
-                            value,
-                        });
-                    }
-                }
-                Err(error) => plan.warnings.push(unchanged("istio-init -d", &error)),
-            },
-        },
     }
 }
 
@@ -267,6 +189,7 @@ fn unchanged(what: &str, error: &crate::ports::PortListError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mesh::InitList;
     use serde_json::{Value, json};
 
     const SMTP_PORTS: &[u16] = &[25, 587];
@@ -448,9 +371,10 @@ mod tests {
             plan.changes,
             [
                 set(EXCLUDE_INBOUND, "25,587"),
-                Change::ReplaceInitArg {
+                Change::ReplaceInitWord {
                     container: 1,
-                    arg: 16,
+                    list: InitList::Args,
+                    index: 16,
                     value: "15090,15021,15020,25,587".into()
                 },
             ]
@@ -472,9 +396,10 @@ mod tests {
                     "--istio-inbound-ports=*",
                     "--istio-local-exclude-ports=15090",
                 ],
-                vec![Change::ReplaceInitArg {
+                vec![Change::ReplaceInitWord {
                     container: 1,
-                    arg: 2,
+                    list: InitList::Args,
+                    index: 2,
                     value: "--istio-local-exclude-ports=15090,25,587".into(),
                 }],
             ),
@@ -487,13 +412,17 @@ mod tests {
                 }],
             ),
             (
-                "explicit -b list",
+                "explicit -b list from the mesh default: the annotation carries it",
                 vec!["istio-iptables", "-b", "587,8080,25", "-d", "15020"],
-                vec![Change::ReplaceInitArg {
-                    container: 1,
-                    arg: 2,
-                    value: "8080".into(),
-                }],
+                vec![
+                    set(INCLUDE_INBOUND, "8080"),
+                    Change::ReplaceInitWord {
+                        container: 1,
+                        list: InitList::Args,
+                        index: 2,
+                        value: "8080".into(),
+                    },
+                ],
             ),
             (
                 "-b empty",
@@ -551,13 +480,103 @@ mod tests {
         );
     }
 
+    /// The istio-init container of Istio 1.4 and 1.5 (pkg/kube/inject/testdata/inject/
+    /// hello.yaml.injected at 1.4.0): the call is the container's `command`.
     #[test]
-    fn opt_outs() {
+    fn istio_init_with_the_call_in_command() {
+        let init = json!({"name": "istio-init", "image": "docker.io/istio/proxy_init:1.4.0",
+            "command": ["istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT",
+                        "-i", "*", "-x", "", "-b", "*", "-d", "15020"],
+            "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}, "runAsUser": 0}});
+        let pod = injected(init, json!({EXCLUDE_INBOUND: "15020"}));
+        assert_eq!(
+            plan_for(&pod, &IstioSettings::default()).changes,
+            [
+                set(EXCLUDE_INBOUND, "25,587,15020"),
+                Change::ReplaceInitWord {
+                    container: 1,
+                    list: InitList::Command,
+                    index: 16,
+                    value: "15020,25,587".into()
+                },
+            ]
+        );
+    }
+
+    /// Istio 1.3 (pilot/pkg/kube/inject/testdata/inject/hello.yaml.injected at 1.3.0): the
+    /// `proxy_init` image's entrypoint runs istio-iptables, `args` holds bare flags.
+    #[test]
+    fn istio_init_with_bare_flags_for_the_image_entrypoint() {
+        let init = json!({"name": "istio-init", "image": "docker.io/istio/proxy_init:1.3.0",
+            "args": ["-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*",
+                     "-x", "", "-b", "*", "-d", "15020"]});
+        let pod = injected(init, json!({EXCLUDE_INBOUND: "15020"}));
+        assert_eq!(
+            plan_for(&pod, &IstioSettings::default()).changes[1],
+            Change::ReplaceInitWord {
+                container: 1,
+                list: InitList::Args,
+                index: 15,
+                value: "15020,25,587".into()
+            }
+        );
+        // A container of another name with bare flags is not Istio's.
+        let other = json!({"name": "setup-net", "args": ["-b", "*", "-d", "15020"]});
+        let pod = injected(other, json!({EXCLUDE_INBOUND: "15020"}));
+        assert_eq!(
+            plan_for(&pod, &IstioSettings::default()).changes,
+            [set(EXCLUDE_INBOUND, "25,587,15020")]
+        );
+    }
+
+    /// An injected pod whose `-d` shows the mesh-wide `global.proxy.excludeInboundPorts`
+    /// (9000,9001): the annotation serverfirst writes replaces that default on re-injection,
+    /// so it carries it.
+    #[test]
+    fn mesh_default_excludes_shown_by_istio_init_survive() {
+        let mut args = INJECTOR_ARGS.to_vec();
+        args[16] = "15090,15021,9001,9000,15020";
+        let pod = injected(istio_init(&args), json!({}));
+        let plan = plan_for(&pod, &IstioSettings::default());
+        assert_eq!(plan.changes[0], set(EXCLUDE_INBOUND, "25,587,9000,9001"));
+        // The pod's own annotation replaced the default: nothing else to carry.
+        args[16] = "15090,15021,9000,15020";
+        let pod = injected(istio_init(&args), json!({EXCLUDE_INBOUND: "9000"}));
+        let plan = plan_for(&pod, &IstioSettings::default());
+        assert_eq!(plan.changes[0], set(EXCLUDE_INBOUND, "25,587,9000"));
+        // Another status port is the injector's too, not a default.
+        args[16] = "15090,15021,15030";
+        let pod = injected(
+            istio_init(&args),
+            json!({"status.sidecar.istio.io/port": "15030"}),
+        );
+        let plan = plan_for(&pod, &IstioSettings::default());
+        assert_eq!(plan.changes[0], set(EXCLUDE_INBOUND, "25,587"));
+    }
+
+    #[test]
+    fn opt_outs_follow_the_injectors_precedence() {
         let smtp = json!({"containers": [{"ports": [{"containerPort": 25}]}]});
         let cases = [
             (json!({"labels": {INJECT: "false"}}), true),
             (json!({"annotations": {INJECT: "false"}}), true),
             (json!({"labels": {INJECT: "true"}}), false),
+            // The label wins when both are there, in either direction.
+            (
+                json!({"labels": {INJECT: "true"}, "annotations": {INJECT: "false"}}),
+                false,
+            ),
+            (
+                json!({"labels": {INJECT: "false"}, "annotations": {INJECT: "true"}}),
+                true,
+            ),
+            // A label present but empty still hides the annotation: default policy.
+            (
+                json!({"labels": {INJECT: ""}, "annotations": {INJECT: "false"}}),
+                false,
+            ),
+            // Istio compares exactly; " false" is invalid and means the default policy.
+            (json!({"labels": {INJECT: " false"}}), false),
             (json!({"annotations": {INTERCEPTION_MODE: "NONE"}}), true),
             (json!({"annotations": {INTERCEPTION_MODE: "TPROXY"}}), false),
             (json!({}), false),
@@ -566,6 +585,27 @@ mod tests {
             let bytes = serde_json::to_vec(&json!({"metadata": metadata, "spec": smtp})).unwrap();
             let pod = PodView::from_json(&bytes).unwrap();
             assert_eq!(skip_reason(&pod).is_some(), skipped, "{metadata}");
+        }
+    }
+
+    #[test]
+    fn injection_markers_follow_the_same_precedence() {
+        let cases = [
+            (json!({"labels": {INJECT: "true"}}), true),
+            (
+                json!({"labels": {INJECT: "false"}, "annotations": {INJECT: "true"}}),
+                false,
+            ),
+            (json!({"annotations": {INJECT: "true"}}), true),
+            (json!({"labels": {"istio.io/rev": "canary"}}), true),
+        ];
+        for (metadata, expected) in cases {
+            let bytes = serde_json::to_vec(&json!({"metadata": metadata})).unwrap();
+            assert_eq!(
+                super::injected(&PodView::from_json(&bytes).unwrap()),
+                expected,
+                "{metadata}"
+            );
         }
     }
 }

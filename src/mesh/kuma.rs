@@ -12,16 +12,24 @@ pub const PROFILE: AnnotationProfile = AnnotationProfile {
 
 const INJECTION: &str = "kuma.io/sidecar-injection";
 
+/// Kuma reads the pod's *label* (then the namespace's); the annotation of the same name is not
+/// supported and only draws a deprecation warning (kuma pkg/plugins/runtime/k8s/webhooks/
+/// injector/precheck.go, `needToInject`; metadata/annotations.go, `PodAnnotationDeprecations`,
+/// `GetBooleanWithDefault`: true/yes/enabled, false/no/disabled, exactly).
+fn injection_label(pod: &PodView<'_>) -> Option<bool> {
+    match pod.label(INJECTION)? {
+        "true" | "yes" | "enabled" => Some(true),
+        "false" | "no" | "disabled" => Some(false),
+        _ => None,
+    }
+}
+
 pub fn skip_reason(pod: &PodView<'_>) -> Option<&'static str> {
-    let disabled = |value: Option<&str>| matches!(value.map(str::trim), Some("disabled" | "false"));
-    (disabled(pod.label(INJECTION)) || disabled(pod.annotation(INJECTION)))
-        .then_some("Kuma injection disabled (kuma.io/sidecar-injection: disabled)")
+    (injection_label(pod) == Some(false))
+        .then_some("Kuma injection disabled (label kuma.io/sidecar-injection: disabled)")
 }
 
 /// The pod asks for Kuma's sidecar, or already has it.
 pub fn injected(pod: &PodView<'_>) -> bool {
-    let enabled = |value: Option<&str>| matches!(value.map(str::trim), Some("enabled" | "true"));
-    enabled(pod.label(INJECTION))
-        || enabled(pod.annotation(INJECTION))
-        || pod.has_container(&["kuma-sidecar"])
+    injection_label(pod) == Some(true) || pod.has_container(&["kuma-sidecar"])
 }

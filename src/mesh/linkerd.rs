@@ -16,16 +16,22 @@ pub const PROFILE: AnnotationProfile = AnnotationProfile {
 
 const INJECT: &str = "linkerd.io/inject";
 
+/// Linkerd reads only the pod's annotation (no label), exactly: `enabled` and `ingress` inject,
+/// `disabled` and any other non-empty value leave the pod without a proxy
+/// (linkerd2 pkg/inject/report.go, `disabledByAnnotation`, `ValidInjectAnnotationValues`).
 pub fn skip_reason(pod: &PodView<'_>) -> Option<&'static str> {
-    (pod.annotation(INJECT).map(str::trim) == Some("disabled"))
-        .then_some("Linkerd injection disabled (linkerd.io/inject: disabled)")
+    match pod.annotation(INJECT) {
+        None | Some("" | "enabled" | "ingress") => None,
+        Some("disabled") => Some("Linkerd injection disabled (linkerd.io/inject: disabled)"),
+        Some(_) => {
+            Some("Linkerd injection off (linkerd.io/inject has a value Linkerd does not accept)")
+        }
+    }
 }
 
 /// The pod asks for Linkerd's proxy, or already has it.
 pub fn injected(pod: &PodView<'_>) -> bool {
-    matches!(
-        pod.annotation(INJECT).map(str::trim),
-        Some("enabled" | "ingress")
-    ) || pod.annotation("linkerd.io/proxy-version").is_some()
+    matches!(pod.annotation(INJECT), Some("enabled" | "ingress"))
+        || pod.annotation("linkerd.io/proxy-version").is_some()
         || pod.has_container(&["linkerd-proxy"])
 }

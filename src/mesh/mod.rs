@@ -147,14 +147,31 @@ pub(crate) fn merge_annotation(
 pub enum Change {
     /// Set annotation `key` to `value`, creating the annotations map when absent.
     SetAnnotation { key: String, value: String },
-    /// Replace argument `arg` of init container `container`.
-    ReplaceInitArg {
+    /// Replace word `index` of init container `container`'s `command` or `args`.
+    ReplaceInitWord {
         container: usize,
-        arg: usize,
+        list: InitList,
+        index: usize,
         value: String,
     },
     /// Append arguments to init container `container`.
     AppendInitArgs { container: usize, args: Vec<String> },
+}
+
+/// The two lists a container's command line is made of (argv = `command` + `args`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitList {
+    Command,
+    Args,
+}
+
+impl InitList {
+    pub fn field(self) -> &'static str {
+        match self {
+            InitList::Command => "command",
+            InitList::Args => "args",
+        }
+    }
 }
 
 /// A mesh profile's part of a plan.
@@ -415,28 +432,116 @@ mod profile_tests {
         );
     }
 
+    /// Each mesh's own reading of its opt-out: which of label and annotation counts, and which
+    /// values (see the profiles' `skip_reason`).
     #[test]
-    fn each_profile_honours_its_opt_outs() {
+    fn each_profile_honours_its_opt_outs_as_the_mesh_reads_them() {
         let cases = [
-            (Mesh::Linkerd, json!({"linkerd.io/inject": "disabled"})),
-            (Mesh::Kuma, json!({"kuma.io/sidecar-injection": "disabled"})),
+            (
+                Mesh::Linkerd,
+                json!({}),
+                json!({"linkerd.io/inject": "disabled"}),
+                true,
+            ),
+            (
+                Mesh::Linkerd,
+                json!({}),
+                json!({"linkerd.io/inject": "false"}),
+                true,
+            ),
+            (
+                Mesh::Linkerd,
+                json!({}),
+                json!({"linkerd.io/inject": "enabled"}),
+                false,
+            ),
+            (
+                Mesh::Linkerd,
+                json!({"linkerd.io/inject": "disabled"}),
+                json!({}),
+                false,
+            ),
+            (
+                Mesh::Kuma,
+                json!({"kuma.io/sidecar-injection": "disabled"}),
+                json!({}),
+                true,
+            ),
+            (
+                Mesh::Kuma,
+                json!({"kuma.io/sidecar-injection": "no"}),
+                json!({}),
+                true,
+            ),
+            (
+                Mesh::Kuma,
+                json!({}),
+                json!({"kuma.io/sidecar-injection": "disabled"}),
+                false,
+            ),
+            (
+                Mesh::Kuma,
+                json!({"kuma.io/sidecar-injection": "enabled"}),
+                json!({"kuma.io/sidecar-injection": "disabled"}),
+                false,
+            ),
+            (
+                Mesh::Consul,
+                json!({}),
+                json!({"consul.hashicorp.com/connect-inject": "false"}),
+                true,
+            ),
+            (
+                Mesh::Consul,
+                json!({}),
+                json!({"consul.hashicorp.com/connect-inject": "0"}),
+                true,
+            ),
+            (
+                Mesh::Consul,
+                json!({}),
+                json!({"consul.hashicorp.com/connect-inject": "T"}),
+                false,
+            ),
             (
                 Mesh::Consul,
                 json!({"consul.hashicorp.com/connect-inject": "false"}),
+                json!({}),
+                false,
             ),
             (
                 Mesh::Consul,
+                json!({}),
                 json!({"consul.hashicorp.com/transparent-proxy": "false"}),
+                true,
             ),
-            (Mesh::Istio, json!({"sidecar.istio.io/inject": "false"})),
+            (
+                Mesh::Istio,
+                json!({}),
+                json!({"sidecar.istio.io/inject": "false"}),
+                true,
+            ),
+            (
+                Mesh::Istio,
+                json!({"sidecar.istio.io/inject": "false"}),
+                json!({}),
+                true,
+            ),
+            (
+                Mesh::Istio,
+                json!({"sidecar.istio.io/inject": "true"}),
+                json!({"sidecar.istio.io/inject": "false"}),
+                false,
+            ),
         ];
-        for (mesh, annotations) in cases {
-            assert!(
-                matches!(
-                    decide_value(&pod(Some(annotations.clone())), &config(&[mesh])),
-                    Decision::Skipped(_)
-                ),
-                "{mesh:?} {annotations}"
+        for (mesh, labels, annotations, skipped) in cases {
+            let mut pod = pod(Some(annotations.clone()));
+            pod["metadata"]["labels"] = labels.clone();
+            let decision = decide_value(&pod, &config(&[mesh]));
+            assert_eq!(
+                matches!(decision, Decision::Skipped(_)),
+                skipped,
+                "{mesh:?} labels {labels} annotations {annotations}: {decision:?}"
             );
         }
     }
