@@ -6,12 +6,13 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::admission::Outcome;
+use crate::admission::{Kind, Outcome};
 use crate::config::Mode;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReviewLabels {
     endpoint: &'static str,
+    kind: &'static str,
     mode: &'static str,
     outcome: &'static str,
 }
@@ -75,7 +76,7 @@ impl Metrics {
         let tls_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "admission_reviews",
-            "AdmissionReviews answered, by endpoint, effective mode and outcome",
+            "AdmissionReviews answered, by endpoint, kind of object, effective mode and outcome",
             reviews.clone(),
         );
         registry.register(
@@ -108,14 +109,17 @@ impl Metrics {
     /// Creates every series at zero so dashboards and alerts see them before the first event.
     fn initialise_series(&self) {
         for endpoint in ["mutate", "audit"] {
-            for mode in [Mode::Enforce, Mode::Audit] {
-                for outcome in Outcome::ALL {
-                    let labels = ReviewLabels {
-                        endpoint,
-                        mode: mode.as_str(),
-                        outcome: outcome.as_str(),
-                    };
-                    let _ = self.reviews.get_or_create(&labels);
+            for kind in Kind::ALL {
+                for mode in [Mode::Enforce, Mode::Audit] {
+                    for outcome in Outcome::ALL {
+                        let labels = ReviewLabels {
+                            endpoint,
+                            kind: kind.as_str(),
+                            mode: mode.as_str(),
+                            outcome: outcome.as_str(),
+                        };
+                        let _ = self.reviews.get_or_create(&labels);
+                    }
                 }
             }
         }
@@ -133,9 +137,10 @@ impl Metrics {
         }
     }
 
-    pub fn review(&self, endpoint: &'static str, mode: Mode, outcome: Outcome) {
+    pub fn review(&self, endpoint: &'static str, kind: Kind, mode: Mode, outcome: Outcome) {
         let labels = ReviewLabels {
             endpoint,
+            kind: kind.as_str(),
             mode: mode.as_str(),
             outcome: outcome.as_str(),
         };
@@ -177,14 +182,16 @@ mod tests {
     #[test]
     fn counts_reviews_and_exposes_zero_series() {
         let metrics = Metrics::new();
-        metrics.review("mutate", Mode::Enforce, Outcome::Patched);
-        metrics.review("mutate", Mode::Enforce, Outcome::Patched);
+        metrics.review("mutate", Kind::Pod, Mode::Enforce, Outcome::Patched);
+        metrics.review("mutate", Kind::Pod, Mode::Enforce, Outcome::Patched);
+        metrics.review("mutate", Kind::Service, Mode::Enforce, Outcome::Patched);
         metrics.rejected(Rejection::BodyTooLarge);
         let text = metrics.encode();
-        assert!(text.contains(r#"serverfirst_admission_reviews_total{endpoint="mutate",mode="enforce",outcome="patched"} 2"#), "{text}");
-        assert!(text.contains(r#"serverfirst_admission_reviews_total{endpoint="audit",mode="audit",outcome="would_patch"} 0"#));
+        assert!(text.contains(r#"serverfirst_admission_reviews_total{endpoint="mutate",kind="pod",mode="enforce",outcome="patched"} 2"#), "{text}");
+        assert!(text.contains(r#"serverfirst_admission_reviews_total{endpoint="mutate",kind="service",mode="enforce",outcome="patched"} 1"#), "{text}");
+        assert!(text.contains(r#"serverfirst_admission_reviews_total{endpoint="audit",kind="service",mode="audit",outcome="would_patch"} 0"#));
         // Alerts on bugs need the series before the first one.
-        assert!(text.contains(r#"serverfirst_admission_reviews_total{endpoint="mutate",mode="enforce",outcome="internal_error"} 0"#));
+        assert!(text.contains(r#"serverfirst_admission_reviews_total{endpoint="mutate",kind="pod",mode="enforce",outcome="internal_error"} 0"#));
         assert!(text.contains(r#"serverfirst_rejected_requests_total{reason="body_too_large"} 1"#));
         assert!(text.contains(r#"serverfirst_tls_reloads_total{result="failure"} 0"#));
     }

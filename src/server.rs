@@ -123,7 +123,9 @@ fn answer(
     };
     match admission::review(&body, mode, &state.config) {
         Ok(reviewed) => {
-            state.metrics.review(endpoint, mode, reviewed.outcome);
+            state
+                .metrics
+                .review(endpoint, reviewed.kind, mode, reviewed.outcome);
             ([(header::CONTENT_TYPE, "application/json")], reviewed.body).into_response()
         }
         Err(error) => {

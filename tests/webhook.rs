@@ -126,7 +126,7 @@ async fn audit_endpoint_and_audit_mode_never_patch() {
     let server = TestServer::start(audit_config, Limits::default()).await;
     let response = post_json(&server, "/mutate", &review()).await;
     assert!(patch_of(&response).is_none());
-    assert!(server.metrics.encode().contains(r#"serverfirst_admission_reviews_total{endpoint="mutate",mode="audit",outcome="would_patch"} 1"#));
+    assert!(server.metrics.encode().contains(r#"serverfirst_admission_reviews_total{endpoint="mutate",kind="pod",mode="audit",outcome="would_patch"} 1"#));
 }
 
 #[tokio::test]
@@ -292,4 +292,105 @@ async fn shutdown_stops_accepting_and_returns() {
         .expect("server stops")
         .unwrap();
     assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
+}
+
+fn service_review(operation: &str, service: Value) -> Value {
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "9a4f2f9e-1d8b-4f55-8c3e-5b1f6f0d2a77",
+        "kind": {"group": "", "version": "v1", "kind": "Service"},
+        "resource": {"group": "", "version": "v1", "resource": "services"},
+        "requestKind": {"group": "", "version": "v1", "kind": "Service"},
+        "name": "mox", "namespace": "mail", "operation": operation,
+        "userInfo": {"username": "kubernetes-admin", "groups": ["system:authenticated"]},
+        "object": service, "oldObject": null, "dryRun": false,
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}}})
+}
+
+fn mail_service() -> Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "mox", "namespace": "mail", "labels": {"app": "mox"}},
+           "spec": {"selector": {"app": "mox"}, "type": "ClusterIP", "ports": [
+               {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"},
+               {"name": "smtp", "port": 25, "targetPort": 25, "protocol": "TCP"},
+               {"name": "submission", "port": 587, "targetPort": "submission", "protocol": "TCP"}]}})
+}
+
+/// `service` after the webhook's answer to `operation`.
+async fn reviewed_service(server: &TestServer, operation: &str, service: &Value) -> Value {
+    let response = post_json(
+        server,
+        "/mutate",
+        &service_review(operation, service.clone()),
+    )
+    .await;
+    assert_eq!(response["response"]["allowed"], true);
+    let mut patched = service.clone();
+    if let Some(patch) = patch_of(&response) {
+        json_patch::patch(&mut patched, &patch).unwrap();
+    }
+    patched
+}
+
+#[tokio::test]
+async fn service_create_and_update_declare_server_first_ports_once() {
+    let server = TestServer::start(Config::default(), Limits::default()).await;
+    let created = reviewed_service(&server, "CREATE", &mail_service()).await;
+    let mut expected = mail_service();
+    expected["metadata"]["annotations"] = json!({"serverfirst.dev/declared-tcp-ports": "587"});
+    // 25 is one of Istio's well-known TCP ports: already TCP, left alone.
+    expected["spec"]["ports"][2]["appProtocol"] = json!("tcp");
+    assert_eq!(created, expected);
+
+    // An unchanged Service (an UPDATE of labels, or reinvocation) gets no patch.
+    let mut relabelled = created.clone();
+    relabelled["metadata"]["labels"]["tier"] = json!("mail");
+    let response = post_json(&server, "/mutate", &service_review("UPDATE", relabelled)).await;
+    assert!(patch_of(&response).is_none(), "{response}");
+
+    // A port added on UPDATE is declared, and the record merged.
+    let mut grown = created.clone();
+    grown["spec"]["ports"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "imap", "port": 143, "protocol": "TCP"}));
+    let updated = reviewed_service(&server, "UPDATE", &grown).await;
+    assert_eq!(updated["spec"]["ports"][3]["appProtocol"], "tcp");
+    assert_eq!(updated["spec"]["ports"][2]["appProtocol"], "tcp");
+    assert!(updated["spec"]["ports"][0].get("appProtocol").is_none());
+    assert_eq!(
+        updated["metadata"]["annotations"]["serverfirst.dev/declared-tcp-ports"],
+        "143,587"
+    );
+
+    let metrics = server.metrics.encode();
+    for (outcome, count) in [("patched", 2), ("unchanged", 1)] {
+        let series = format!(
+            r#"serverfirst_admission_reviews_total{{endpoint="mutate",kind="service",mode="enforce",outcome="{outcome}"}} {count}"#
+        );
+        assert!(metrics.contains(&series), "{series}\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn service_audit_answers_with_warnings_and_audit_annotations_only() {
+    let server = TestServer::start(Config::default(), Limits::default()).await;
+    let mut service = mail_service();
+    service["spec"]["ports"][1]["appProtocol"] = json!("smtp");
+    service["spec"]["ports"][1]["port"] = json!(2525);
+    let response = post_json(&server, "/audit", &service_review("CREATE", service)).await;
+    assert!(patch_of(&response).is_none());
+    assert_eq!(
+        response["response"]["warnings"],
+        json!([
+            "serverfirst: would declare Service ports 587 as TCP (appProtocol: tcp)",
+            "serverfirst: port 2525 (smtp): Istio does not know appProtocol \"smtp\" and sniffs it; set tcp"
+        ])
+    );
+    assert_eq!(
+        response["response"]["auditAnnotations"],
+        json!({"would-declare-tcp-ports": "587"})
+    );
+    assert!(server.metrics.encode().contains(
+        r#"serverfirst_admission_reviews_total{endpoint="audit",kind="service",mode="audit",outcome="would_patch"} 1"#
+    ));
 }

@@ -267,7 +267,8 @@ impl Server {
             decisions += 1;
             let action = event["action"].as_str().unwrap_or_default();
             let expected = (event["namespace"] == "mail")
-                && (event["pod"] == "mox-7c9d5b8f6-*")
+                && (event["kind"] == "pod")
+                && (event["name"] == "mox-7c9d5b8f6-*")
                 && (event["ports"] == support::PORTS)
                 && (event["mode"] == "enforce")
                 && matches!(action, "patched" | "unchanged");

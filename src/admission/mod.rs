@@ -1,9 +1,13 @@
 //! AdmissionReview v1 in, AdmissionReview v1 out: the webhook's decision without HTTP types.
 //!
-//! Only the envelope and the small pod view are parsed; the object's other fields are skipped.
-//! The answer is always `allowed: true`: serverfirst never denies, and any failure of its own
-//! (an object it cannot read, a patch that would not apply, a panic while deciding) is answered
-//! without a patch.
+//! Only the envelope and the small view of the object (a pod or a Service) are parsed; the
+//! object's other fields are skipped. The request's kind picks the half that decides:
+//! [`pod`] for a Pod CREATE, [`service`] for a Service CREATE or UPDATE. The answer is always
+//! `allowed: true`: serverfirst never denies, and any failure of its own (an object it cannot
+//! read, a patch that would not apply, a panic while deciding) is answered without a patch.
+
+mod pod;
+mod service;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -15,10 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::config::{Config, Mode};
-use crate::mesh::{Decision, Plan, decide};
-use crate::patch;
 use crate::pod::{PodView, borrowed};
-use crate::ports::format_port_list;
+use crate::service::ServiceView;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -53,13 +55,14 @@ pub enum Outcome {
     NoPorts,
     /// Opted out, hostNetwork, injection disabled, ...
     Skipped,
-    /// Not a Pod CREATE (other kinds, operations, subresources).
+    /// Neither a Pod CREATE nor a Service CREATE or UPDATE (other kinds, operations,
+    /// subresources).
     NotApplicable,
-    /// The object could not be read as a Pod: allowed unchanged (fail open).
+    /// The object could not be read as its kind: allowed unchanged (fail open).
     InvalidObject,
     /// The planned patch did not apply to the object: allowed unchanged (fail open).
     PatchRejected,
-    /// Deciding on the pod panicked (a bug): allowed unchanged (fail open).
+    /// Deciding on the object panicked (a bug): allowed unchanged (fail open).
     InternalError,
 }
 
@@ -91,10 +94,32 @@ impl Outcome {
     }
 }
 
+/// The kind of object a review was about, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Pod,
+    Service,
+    /// Anything else the API server sent (answered `not_applicable`).
+    Other,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Pod, Kind::Service, Kind::Other];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Pod => "pod",
+            Kind::Service => "service",
+            Kind::Other => "other",
+        }
+    }
+}
+
 /// The serialised AdmissionReview response and what it decided.
 #[derive(Debug)]
 pub struct Reviewed {
     pub body: Vec<u8>,
+    pub kind: Kind,
     pub outcome: Outcome,
 }
 
@@ -130,7 +155,7 @@ struct RequestIn<'a, O> {
 
 /// A request object read as a pod view while the envelope is parsed. Unlike `Option<PodView>`
 /// it does not take `null` for absent: a null object fails this read, like any object that is
-/// not a pod, and the two-pass read then answers it.
+/// not a pod, and the two-pass read then answers it. Service reviews take the two-pass read.
 struct PodObject<'a>(PodView<'a>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for PodObject<'a> {
@@ -183,30 +208,63 @@ impl<'a> ResponseOut<'a> {
             audit_annotations: BTreeMap::new(),
         }
     }
+
+    /// Puts `patch` into the answer; `Err` when it cannot be serialised (never expected).
+    fn set_patch(&mut self, patch: &json_patch::Patch) -> Result<(), Outcome> {
+        let json = serde_json::to_vec(patch).map_err(|error| {
+            tracing::error!(%error, "cannot serialise the patch; allowing the object unchanged");
+            Outcome::PatchRejected
+        })?;
+        self.patch_type = Some("JSONPatch");
+        self.patch = Some(BASE64.encode(json));
+        Ok(())
+    }
+}
+
+/// What a request asks serverfirst to review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Pod,
+    Service,
+    /// Answered `not_applicable`.
+    None(Kind),
+}
+
+/// The object, read as the view of its kind.
+enum Object<'a> {
+    Pod(PodView<'a>),
+    Service(ServiceView<'a>),
 }
 
 /// Answers one AdmissionReview request body in `mode`.
 ///
 /// One pass reads the envelope and the pod view together. When that fails (not JSON, not
-/// UTF-8, an object that is not a pod, ...), the envelope is read on its own with the object
-/// kept raw, and the object read as a pod second, so that every answer, error and log line is
-/// that of the two-pass read; a body that one pass reads, the two-pass read reads alike.
+/// UTF-8, an object that is not a pod, ...), or the request is about a Service, the envelope is
+/// read on its own with the object kept raw, and the object read as its kind second, so that
+/// every answer, error and log line is that of the two-pass read; a body that one pass reads,
+/// the two-pass read reads alike.
 pub fn review(body: &[u8], mode: Mode, config: &Config) -> Result<Reviewed, RequestError> {
     // Strings skipped inside the object are not checked for UTF-8 by the one-pass read, but
     // are by the raw read of the object: check them all first, once, and read from `str`.
     if let Ok(text) = std::str::from_utf8(body)
         && let Ok(review) = serde_json::from_str::<ReviewIn<'_, PodObject<'_>>>(text)
+        && review.request.as_ref().map(target) != Some(Target::Service)
     {
-        return answer(review, mode, config, |object| Ok(object.0));
+        return answer(review, mode, config, |_, object| Ok(Object::Pod(object.0)));
     }
     review_two_pass(body, mode, config)
 }
 
-/// The envelope with the object kept raw, then the object read as a pod.
+/// The envelope with the object kept raw, then the object read as its kind.
 fn review_two_pass(body: &[u8], mode: Mode, config: &Config) -> Result<Reviewed, RequestError> {
     let review: ReviewIn<'_, &RawValue> = serde_json::from_slice(body)?;
-    answer(review, mode, config, |object| {
-        PodView::from_json(object.get().as_bytes()).map_err(|e| e.to_string())
+    answer(review, mode, config, |target, object| {
+        let bytes = object.get().as_bytes();
+        match target {
+            Target::Service => ServiceView::from_json(bytes).map(Object::Service),
+            _ => PodView::from_json(bytes).map(Object::Pod),
+        }
+        .map_err(|e| e.to_string())
     })
 }
 
@@ -214,7 +272,7 @@ fn answer<'a, O>(
     review: ReviewIn<'a, O>,
     mode: Mode,
     config: &Config,
-    read_pod: impl FnOnce(O) -> Result<PodView<'a>, String>,
+    read_object: impl FnOnce(Target, O) -> Result<Object<'a>, String>,
 ) -> Result<Reviewed, RequestError> {
     let api_version = review.api_version.unwrap_or_default();
     if api_version != API_VERSION {
@@ -225,27 +283,39 @@ fn answer<'a, O>(
         return Err(RequestError::Kind(kind.into_owned()));
     }
     let request = review.request.ok_or(RequestError::MissingRequest)?;
-    let uid = request
-        .uid
+    let target = target(&request);
+    let RequestIn {
+        uid,
+        namespace,
+        object,
+        ..
+    } = request;
+    let uid = uid
         .as_deref()
         .filter(|uid| !uid.is_empty())
         .ok_or(RequestError::MissingUid)?;
 
     let mut response = ResponseOut::allowed(uid);
-    let outcome = match is_pod_create(&request) {
-        false => Outcome::NotApplicable,
-        true => {
-            let pod = match request.object {
-                Some(object) => read_pod(object),
+    let namespace = namespace.as_deref().unwrap_or_default();
+    let (kind, outcome) = match target {
+        Target::None(kind) => (kind, Outcome::NotApplicable),
+        Target::Pod | Target::Service => {
+            let kind = match target {
+                Target::Service => Kind::Service,
+                _ => Kind::Pod,
+            };
+            let object = match object {
+                Some(object) => read_object(target, object),
                 None => Err("request.object is missing".to_string()),
             };
-            review_pod(
-                pod,
-                request.namespace.as_deref().unwrap_or_default(),
-                mode,
-                config,
-                &mut response,
-            )
+            let outcome = match object {
+                Ok(object) => review_object(&object, namespace, mode, config, &mut response),
+                Err(error) => {
+                    tracing::warn!(namespace, kind = kind.as_str(), %error, "cannot read the object; allowing it unchanged");
+                    Outcome::InvalidObject
+                }
+            };
+            (kind, outcome)
         }
     };
     let body = serde_json::to_vec(&ReviewOut {
@@ -253,46 +323,56 @@ fn answer<'a, O>(
         kind: KIND,
         response,
     })?;
-    Ok(Reviewed { body, outcome })
+    Ok(Reviewed {
+        body,
+        kind,
+        outcome,
+    })
 }
 
-/// A Pod CREATE (not a subresource).
-fn is_pod_create<O>(request: &RequestIn<'_, O>) -> bool {
-    let is_pod = request
-        .kind
-        .as_ref()
-        .is_some_and(|gvk| gvk.group.is_empty() && gvk.version == "v1" && gvk.kind == "Pod");
-    let is_create = request.operation.as_deref() == Some("CREATE");
+/// A Pod CREATE, or a Service CREATE or UPDATE (never a subresource).
+fn target<O>(request: &RequestIn<'_, O>) -> Target {
+    let kind = match request.kind.as_ref() {
+        Some(gvk) if gvk.group.is_empty() && gvk.version == "v1" => match gvk.kind.as_ref() {
+            "Pod" => Kind::Pod,
+            "Service" => Kind::Service,
+            _ => Kind::Other,
+        },
+        _ => Kind::Other,
+    };
     let is_subresource = request
         .sub_resource
         .as_deref()
         .is_some_and(|s| !s.is_empty());
-    is_pod && is_create && !is_subresource
+    match (kind, request.operation.as_deref(), is_subresource) {
+        (Kind::Pod, Some("CREATE"), false) => Target::Pod,
+        (Kind::Service, Some("CREATE" | "UPDATE"), false) => Target::Service,
+        _ => Target::None(kind),
+    }
 }
 
-fn review_pod(
-    parsed: Result<PodView<'_>, String>,
+fn review_object(
+    object: &Object<'_>,
     namespace: &str,
     mode: Mode,
     config: &Config,
     response: &mut ResponseOut<'_>,
 ) -> Outcome {
-    let pod = match parsed {
-        Ok(pod) => pod,
-        Err(error) => {
-            tracing::warn!(namespace, %error, "cannot read the pod; allowing it unchanged");
-            return Outcome::InvalidObject;
-        }
+    let (kind, name) = match object {
+        Object::Pod(pod) => (Kind::Pod, pod.display_name()),
+        Object::Service(service) => (Kind::Service, service.display_name()),
     };
-    fail_open(&pod, namespace, response, |response| {
-        decide_and_respond(&pod, namespace, mode, config, response)
+    fail_open(kind, &name, namespace, response, |response| match object {
+        Object::Pod(pod) => pod::review(pod, namespace, mode, config, response),
+        Object::Service(service) => service::review(service, namespace, mode, config, response),
     })
 }
 
-/// Runs `respond`. A panic in it is a bug of ours, and must not block pod creation: the pod is
-/// then allowed unchanged, whatever `respond` had written into the response.
+/// Runs `respond`. A panic in it is a bug of ours, and must not block the object's creation:
+/// it is then allowed unchanged, whatever `respond` had written into the response.
 fn fail_open<'a>(
-    pod: &PodView<'_>,
+    kind: Kind,
+    name: &str,
     namespace: &str,
     response: &mut ResponseOut<'a>,
     respond: impl FnOnce(&mut ResponseOut<'a>) -> Outcome,
@@ -310,95 +390,36 @@ fn fail_open<'a>(
                 .unwrap_or_default();
             tracing::error!(
                 namespace,
-                pod = %pod.display_name(),
+                kind = kind.as_str(),
+                name,
                 panic = message,
-                "deciding on the pod panicked; allowing it unchanged"
+                "deciding on the object panicked; allowing it unchanged"
             );
             Outcome::InternalError
         }
     }
 }
 
-fn decide_and_respond(
-    pod: &PodView<'_>,
+/// The one log line per decision on an object.
+fn log_decision(
+    kind: Kind,
+    name: &str,
     namespace: &str,
+    ports: &str,
+    outcome: Outcome,
     mode: Mode,
-    config: &Config,
-    response: &mut ResponseOut<'_>,
-) -> Outcome {
-    let decision = decide(pod, config);
-    response
-        .warnings
-        .extend(decision.warnings().iter().map(|w| warning(w)));
-    // Formatted once: the log line and the audit annotations both carry it.
-    let inbound = match &decision {
-        Decision::Planned(plan) => format_port_list(plan.ports.iter().copied()),
-        _ => String::new(),
-    };
-    let outcome = match &decision {
-        Decision::Skipped(_) => Outcome::Skipped,
-        Decision::NoPorts { .. } => Outcome::NoPorts,
-        Decision::Planned(plan) if plan.changes.is_empty() => Outcome::Unchanged,
-        Decision::Planned(plan) => respond_with_plan(pod, plan, &inbound, mode, response),
-    };
-    log_decision(pod, namespace, &decision, &inbound, outcome, mode);
-    outcome
-}
-
-fn respond_with_plan(
-    pod: &PodView<'_>,
-    plan: &Plan,
-    inbound: &str,
-    mode: Mode,
-    response: &mut ResponseOut<'_>,
-) -> Outcome {
-    let patch = patch::build(pod, &plan.changes);
-    if let Err(error) = patch::verify(pod, &patch) {
-        tracing::error!(pod = %pod.display_name(), %error, "planned patch does not apply; allowing the pod unchanged");
-        return Outcome::PatchRejected;
-    }
-    let outbound = format_port_list(plan.outbound.iter().copied());
-    let (keys, outcome) = match mode {
-        Mode::Enforce => {
-            let json = match serde_json::to_vec(&patch) {
-                Ok(json) => json,
-                Err(error) => {
-                    tracing::error!(%error, "cannot serialise the patch; allowing the pod unchanged");
-                    return Outcome::PatchRejected;
-                }
-            };
-            response.patch_type = Some("JSONPatch");
-            response.patch = Some(BASE64.encode(json));
-            (
-                ["excluded-inbound-ports", "excluded-outbound-ports"],
-                Outcome::Patched,
-            )
-        }
-        Mode::Audit => {
-            let what = match (inbound.is_empty(), outbound.is_empty()) {
-                (false, true) => format!("inbound ports {inbound}"),
-                (true, false) => format!("outbound ports {outbound}"),
-                _ => format!("inbound ports {inbound} and outbound ports {outbound}"),
-            };
-            response.warnings.insert(
-                0,
-                warning(&format!("would exclude {what} from sidecar capture")),
-            );
-            (
-                [
-                    "would-exclude-inbound-ports",
-                    "would-exclude-outbound-ports",
-                ],
-                Outcome::WouldPatch,
-            )
-        }
-    };
-    for (key, ports) in keys.into_iter().zip([inbound.to_string(), outbound]) {
-        if !ports.is_empty() {
-            response.audit_annotations.insert(key, ports);
-        }
-    }
-    outcome
+    reason: &str,
+) {
+    tracing::info!(
+        namespace,
+        kind = kind.as_str(),
+        name,
+        ports,
+        action = outcome.as_str(),
+        mode = mode.as_str(),
+        reason,
+        "admission decision"
+    );
 }
 
 /// `serverfirst: <text>`, cut to the length Kubernetes keeps.
@@ -413,29 +434,6 @@ fn warning(text: &str) -> String {
         warning.push('…');
     }
     warning
-}
-
-fn log_decision(
-    pod: &PodView<'_>,
-    namespace: &str,
-    decision: &Decision,
-    ports: &str,
-    outcome: Outcome,
-    mode: Mode,
-) {
-    let reason = match decision {
-        Decision::Skipped(reason) => reason,
-        _ => "",
-    };
-    tracing::info!(
-        namespace,
-        pod = %pod.display_name(),
-        ports,
-        action = outcome.as_str(),
-        mode = mode.as_str(),
-        reason,
-        "admission decision"
-    );
 }
 
 #[cfg(test)]
@@ -466,9 +464,8 @@ mod tests {
 
     #[test]
     fn a_panic_while_deciding_allows_the_pod_unchanged() {
-        let pod = PodView::default();
         let mut response = ResponseOut::allowed("705ab4f5-6393-11e8-b7cc-42010a800002");
-        let outcome = fail_open(&pod, "mail", &mut response, |response| {
+        let outcome = fail_open(Kind::Pod, "mox", "mail", &mut response, |response| {
             response.warnings.push(warning("half-written"));
             response.patch_type = Some("JSONPatch");
             response.patch = Some(BASE64.encode("[]"));
@@ -481,7 +478,9 @@ mod tests {
         );
 
         let mut response = ResponseOut::allowed("705ab4f5-6393-11e8-b7cc-42010a800002");
-        let outcome = fail_open(&pod, "mail", &mut response, |_| Outcome::NoPorts);
+        let outcome = fail_open(Kind::Service, "mox", "mail", &mut response, |_| {
+            Outcome::NoPorts
+        });
         assert_eq!(outcome, Outcome::NoPorts);
     }
 
@@ -607,7 +606,7 @@ mod tests {
     #[test]
     fn one_pass_answers_as_two_passes_do() {
         let fixture: Value = serde_json::from_str(include_str!(
-            "../tests/fixtures/review-mail-deployment.json"
+            "../../tests/fixtures/review-mail-deployment.json"
         ))
         .unwrap();
         let with = |pointer: &str, value: Value| {
@@ -644,6 +643,8 @@ mod tests {
             with("/request/object/spec/hostNetwork", json!("yes")),
             with("/request/kind/kind", json!("Deployment")),
             with("/request/operation", json!("UPDATE")),
+            serde_json::to_vec(&service_review("CREATE", mail_service())).unwrap(),
+            serde_json::to_vec(&service_review("UPDATE", json!({"spec": {"ports": [{"port": 587}]}}))).unwrap(),
             with("/request/uid", json!(7)),
             bad_utf8_in(image),
             bad_utf8_in(b"\"system:serviceaccounts\""),
@@ -681,5 +682,109 @@ mod tests {
         assert!(long.len() <= MAX_WARNING_LEN);
         assert!(long.ends_with('…'));
         assert_eq!(warning("short"), "serverfirst: short");
+    }
+    fn service_review(operation: &str, object: Value) -> Value {
+        json!({"apiVersion": API_VERSION, "kind": KIND, "request": {
+            "uid": "3b6bc6e5-8c1a-4a7e-9d7c-2f4a1f0c7e11",
+            "kind": {"group": "", "version": "v1", "kind": "Service"},
+            "resource": {"group": "", "version": "v1", "resource": "services"},
+            "operation": operation, "namespace": "mail", "object": object}})
+    }
+
+    fn mail_service() -> Value {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "mox", "namespace": "mail"},
+               "spec": {"selector": {"app": "mox"}, "ports": [
+                   {"name": "http", "port": 80, "targetPort": 8080},
+                   {"name": "submission", "port": 587, "targetPort": "submission"}]}})
+    }
+
+    #[test]
+    fn services_get_their_ports_declared_on_create_and_update() {
+        for operation in ["CREATE", "UPDATE"] {
+            let (response, outcome) =
+                review_json(&service_review(operation, mail_service()), Mode::Enforce);
+            assert_eq!(outcome, Outcome::Patched, "{operation}");
+            assert_eq!(
+                decoded_patch(&response),
+                json!([
+                    {"op": "add", "path": "/metadata/annotations", "value": {"serverfirst.dev/declared-tcp-ports": "587"}},
+                    {"op": "add", "path": "/spec/ports/1/appProtocol", "value": "tcp"}
+                ]),
+                "{operation}"
+            );
+            assert_eq!(
+                response["response"]["auditAnnotations"],
+                json!({"declared-tcp-ports": "587"})
+            );
+        }
+        let reviewed = review(
+            &serde_json::to_vec(&service_review("CREATE", mail_service())).unwrap(),
+            Mode::Enforce,
+            &Config::default(),
+        )
+        .unwrap();
+        assert_eq!(reviewed.kind, Kind::Service);
+    }
+
+    #[test]
+    fn service_audit_warns_and_never_patches() {
+        let mut service = mail_service();
+        service["spec"]["ports"][0] = json!({"name": "imap", "port": 143, "appProtocol": "smtp"});
+        let (response, outcome) = review_json(&service_review("CREATE", service), Mode::Audit);
+        assert_eq!(outcome, Outcome::WouldPatch);
+        assert!(response["response"].get("patch").is_none());
+        assert_eq!(
+            response["response"]["warnings"],
+            json!([
+                "serverfirst: would declare Service ports 587 as TCP (appProtocol: tcp)",
+                "serverfirst: port 143 (imap): Istio does not know appProtocol \"smtp\" and sniffs it; set tcp"
+            ])
+        );
+        assert_eq!(
+            response["response"]["auditAnnotations"],
+            json!({"would-declare-tcp-ports": "587"})
+        );
+    }
+
+    #[test]
+    fn services_not_reviewed_or_left_alone() {
+        let mut delete = service_review("DELETE", mail_service());
+        delete["request"]["object"] = Value::Null;
+        let mut status = service_review("UPDATE", mail_service());
+        status["request"]["subResource"] = json!("status");
+        for body in [delete, status] {
+            assert_eq!(review_json(&body, Mode::Enforce).1, Outcome::NotApplicable);
+        }
+        let mut skipped = mail_service();
+        skipped["metadata"]["annotations"] = json!({"serverfirst.dev/skip": "true"});
+        let (response, outcome) = review_json(&service_review("UPDATE", skipped), Mode::Enforce);
+        assert_eq!(outcome, Outcome::Skipped);
+        assert!(response["response"].get("patch").is_none());
+        let (_, outcome) = review_json(
+            &service_review("CREATE", json!({"spec": {"ports": "x"}})),
+            Mode::Enforce,
+        );
+        assert_eq!(outcome, Outcome::InvalidObject);
+    }
+
+    #[test]
+    fn kinds_are_told_apart() {
+        let kind_of = |body: &Value| {
+            review(
+                &serde_json::to_vec(body).unwrap(),
+                Mode::Enforce,
+                &Config::default(),
+            )
+            .unwrap()
+            .kind
+        };
+        assert_eq!(kind_of(&pod_review(smtp_pod())), Kind::Pod);
+        let mut update = pod_review(smtp_pod());
+        update["request"]["operation"] = json!("UPDATE");
+        assert_eq!(kind_of(&update), Kind::Pod);
+        let mut deployment = pod_review(smtp_pod());
+        deployment["request"]["kind"] =
+            json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+        assert_eq!(kind_of(&deployment), Kind::Other);
     }
 }
