@@ -168,14 +168,23 @@ fn check_webhook_hygiene(context: &str, webhook: &Value) {
     );
     assert_eq!(
         webhook["rules"],
-        json!([{
-            "apiGroups": [""],
-            "apiVersions": ["v1"],
-            "resources": ["pods"],
-            "operations": ["CREATE"],
-            "scope": "Namespaced",
-        }]),
-        "{context}: rules"
+        json!([
+            {
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "resources": ["pods"],
+                "operations": ["CREATE"],
+                "scope": "Namespaced",
+            },
+            {
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "resources": ["services"],
+                "operations": ["CREATE", "UPDATE"],
+                "scope": "Namespaced",
+            }
+        ]),
+        "{context}: rules: pods on CREATE, Services on CREATE and UPDATE"
     );
     let service = &webhook["clientConfig"]["service"];
     assert_eq!(service["name"], SERVICE, "{context}: service name");
