@@ -6,7 +6,9 @@ pub mod exclusions;
 pub mod istio;
 pub mod istio_service;
 pub mod kuma;
+pub mod kuma_service;
 pub mod linkerd;
+pub mod linkerd_service;
 pub mod service;
 
 use serde::Deserialize;

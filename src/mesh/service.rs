@@ -3,12 +3,13 @@
 
 use crate::config::{Config, MeshSelection};
 use crate::mesh::exclusions::{self, Syntax};
-use crate::mesh::{Mesh, istio_service};
+use crate::mesh::{Mesh, istio_service, kuma_service, linkerd_service};
 use crate::ports::PortSet;
 use crate::service::ServiceView;
 use crate::service_ports::{ServiceFinding, detect_service};
 
-/// Annotation serverfirst writes to record the Service ports it declared TCP.
+/// Annotation serverfirst writes to record the Service ports it declared TCP (Istio
+/// `appProtocol: tcp`, Linkerd opaque ports).
 pub const DECLARED_KEY: &str = "serverfirst.dev/declared-tcp-ports";
 
 /// One change to the Service, independent of how it is applied (JSON Patch, YAML rendering).
@@ -91,7 +92,15 @@ pub fn decide_service(service: &ServiceView<'_>, config: &Config) -> ServiceDeci
     for mesh in meshes_for_service(&config.meshes) {
         let part = match mesh {
             Mesh::Istio => istio_service::plan(service, &findings),
-            Mesh::Linkerd | Mesh::Kuma | Mesh::Consul => ServiceMeshPlan::default(),
+            Mesh::Linkerd => linkerd_service::plan(service, &findings),
+            Mesh::Kuma => kuma_service::plan(service, &findings),
+            // Consul has no protocol setting on the Kubernetes Service: the protocol is the
+            // ServiceDefaults `spec.protocol` (or ProxyDefaults `config.protocol`), `tcp` unless
+            // set, and its Envoy does not sniff (hashicorp/consul-k8s
+            // `control-plane/api/v1alpha1/servicedefaults_types.go`, `Protocol`, valid
+            // tcp/http/http2/grpc; connect-inject reads no appProtocol). Docs:
+            // <https://developer.hashicorp.com/consul/docs/connect/config-entries/service-defaults>.
+            Mesh::Consul => ServiceMeshPlan::default(),
         };
         plan.changes.extend(part.changes);
         plan.declared.extend(part.declared);
@@ -218,5 +227,38 @@ mod tests {
             auto_fallback: vec![Mesh::Istio, Mesh::Kuma],
         };
         assert_eq!(meshes_for_service(&selection), [Mesh::Istio, Mesh::Kuma]);
+    }
+    #[test]
+    fn each_mesh_declares_its_way() {
+        let service = json!({"spec": {"ports": [{"name": "imap", "port": 143}, {"port": 25}]}});
+        let bytes = serde_json::to_vec(&service).unwrap();
+        let view = ServiceView::from_json(&bytes).unwrap();
+        let config = |mesh: Mesh| Config {
+            meshes: MeshSelection {
+                explicit: vec![mesh],
+                auto: false,
+                auto_fallback: vec![],
+            },
+            ..Config::default()
+        };
+        let record = |value: &str| ServiceChange::SetAnnotation {
+            key: DECLARED_KEY.into(),
+            value: value.into(),
+        };
+        assert_eq!(
+            decide_service(&view, &config(Mesh::Linkerd)).changes(),
+            [
+                ServiceChange::SetAnnotation {
+                    key: linkerd_service::OPAQUE_PORTS.into(),
+                    value: "25,143".into()
+                },
+                record("143"),
+            ]
+        );
+        for mesh in [Mesh::Kuma, Mesh::Consul] {
+            let decision = decide_service(&view, &config(mesh));
+            assert!(matches!(decision, ServiceDecision::Planned(_)), "{mesh:?}");
+            assert!(decision.changes().is_empty(), "{mesh:?}");
+        }
     }
 }
