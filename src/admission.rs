@@ -18,7 +18,7 @@ use crate::config::{Config, Mode};
 use crate::mesh::{Decision, Plan, decide};
 use crate::patch;
 use crate::pod::{PodView, borrowed};
-use crate::ports::format_port_list;
+use crate::ports::{format_port_list, phrase};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -375,10 +375,14 @@ fn respond_with_plan(
             )
         }
         Mode::Audit => {
+            let (inbound_phrase, outbound_phrase) = (
+                phrase(plan.ports.iter().copied()),
+                phrase(plan.outbound.iter().copied()),
+            );
             let what = match (inbound.is_empty(), outbound.is_empty()) {
-                (false, true) => format!("inbound ports {inbound}"),
-                (true, false) => format!("outbound ports {outbound}"),
-                _ => format!("inbound ports {inbound} and outbound ports {outbound}"),
+                (false, true) => format!("inbound {inbound_phrase}"),
+                (true, false) => format!("outbound {outbound_phrase}"),
+                _ => format!("inbound {inbound_phrase} and outbound {outbound_phrase}"),
             };
             response.warnings.insert(
                 0,
@@ -427,6 +431,8 @@ fn log_decision(
         Decision::Skipped(reason) => reason,
         _ => "",
     };
+    // What the answer warns about (FTP passive ports, values left alone) is in the log too.
+    let warnings = decision.warnings().join("; ");
     tracing::info!(
         namespace,
         pod = %pod.display_name(),
@@ -434,6 +440,7 @@ fn log_decision(
         action = outcome.as_str(),
         mode = mode.as_str(),
         reason,
+        warnings,
         "admission decision"
     );
 }
@@ -523,7 +530,7 @@ mod tests {
         assert!(response["response"].get("patchType").is_none());
         assert_eq!(
             response["response"]["warnings"][0],
-            "serverfirst: would exclude inbound ports 587 from sidecar capture"
+            "serverfirst: would exclude inbound port 587 from sidecar capture"
         );
         assert_eq!(
             response["response"]["auditAnnotations"]["would-exclude-inbound-ports"],
@@ -672,6 +679,22 @@ mod tests {
                     (one, two) => panic!("body {index}: {one:?} but {two:?}"),
                 }
             }
+        }
+    }
+
+    #[test]
+    fn ftp_passive_ports_are_named_in_the_answer() {
+        let mut ports = vec![json!({"name": "ftp", "containerPort": 21})];
+        ports.extend((30000..30004).map(|port| json!({"containerPort": port})));
+        let ftp = json!({"metadata": {"name": "ftp"}, "spec": {"containers": [{"name": "vsftpd", "ports": ports}]}});
+        for mode in [Mode::Enforce, Mode::Audit] {
+            let (response, _) = review_json(&pod_review(ftp.clone()), mode);
+            let warnings = response["response"]["warnings"].as_array().unwrap();
+            assert!(
+                warnings.iter().any(|w| w
+                    == "serverfirst: FTP passive data ports 30000-30003 (container \"vsftpd\", beside FTP control port 21)"),
+                "{mode:?}: {warnings:?}"
+            );
         }
     }
 
