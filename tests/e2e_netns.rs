@@ -10,6 +10,11 @@
 //! and 587, pyftpdlib on 21, a POP3 greeter on 110). From `client`: `serverfirst probe`, swaks,
 //! Python's smtplib, lettre and curl (FTP).
 //!
+//! The cases: the pod as created stalls; the pod serverfirst patched greets at once; Istio 1.7's
+//! 100 ms detection timeout delays the banner; passive FTP needs its data ports excluded; a POP3
+//! greeting; PeerAuthentication DISABLE leaves a TCP Service port unsniffed (the model's inspector
+//! rules seen in the real Envoy); and a control without any proxy.
+//!
 //! Needs root, `ip`, `iptables-restore`, `ss`, `setpriv`, `curl`, `swaks`, `python3` and Envoy and
 //! pyftpdlib from `.ci/install-envoy`: without them the tests skip loudly, or fail when `CI=true`
 //! or `SERVERFIRST_REQUIRE_E2E=1`.
@@ -40,7 +45,9 @@ use e2e_pods::{
 };
 use envoy::Envoy;
 use istio_model::{IptablesArgs, pod_capture};
-use istio_sidecar::{INBOUND_PASSTHROUGH_BIND, InboundSidecar, ServicePort, VIRTUAL_INBOUND_PORT};
+use istio_sidecar::{
+    INBOUND_PASSTHROUGH_BIND, InboundSidecar, PeerAuthentication, ServicePort, VIRTUAL_INBOUND_PORT,
+};
 use netns::{CLIENT_ADDR, Daemon, POD_ADDR, Sandbox, run_bounded, say, text};
 use serde_json::Value;
 
@@ -931,4 +938,42 @@ fn pop3_banner_on_the_patched_pod() {
     assert_eq!(peers.len(), 2, "{peers:?}");
     assert_all_from(&peers[..1], INBOUND_PASSTHROUGH_BIND);
     assert_all_from(&peers[1..], CLIENT_ADDR);
+}
+
+#[test]
+fn without_mtls_a_tcp_service_port_is_not_sniffed() {
+    let test = "without_mtls_a_tcp_service_port_is_not_sniffed";
+    if !prerequisites(test, "f") {
+        return;
+    }
+    // PeerAuthentication DISABLE: no `tls` chain on any port, so no TLS inspector; the HTTP
+    // inspector runs only where a chain matches an HTTP ALPN: on 587 (protocol sniffed, the name
+    // `submission` says nothing), not on 25 (TCP, a well-known port).
+    let pod = created_pod();
+    let sidecar = default_sidecar(&pod).peer_authentication(PeerAuthentication::Disable);
+    let mut mesh = Mesh::with_sidecar("f", &sidecar);
+    mesh.start_smtp();
+    let capture = capture_of(&pod);
+    mesh.capture(&capture);
+    let ((code_25, report_25), (code_587, report_587)) = std::thread::scope(|scope| {
+        let smtp = scope.spawn(|| mesh.probe(25));
+        let submission = scope.spawn(|| mesh.probe(587));
+        (
+            smtp.join().expect("probe"),
+            submission.join().expect("probe"),
+        )
+    });
+    assert_eq!(code_25, 0, "{report_25}\n{}", mesh.logs());
+    let first_byte = ms(&report_25, "first_byte_ms");
+    assert!(first_byte < AT_ONCE_MS, "{report_25}");
+    assert_eq!(code_587, 1, "{report_587}");
+    let stats = mesh.stats();
+    assert_eq!(stats[&cluster_cx(25)], 1, "{}", envoy::summary(&stats));
+    assert_all_from(&mesh.smtp_peers(), INBOUND_PASSTHROUGH_BIND);
+    say(&format!(
+        "PeerAuthentication DISABLE, both ports captured: 25 (TCP) banner {first_byte:.3} ms through \
+         Envoy, 587 (sniffed) no banner in {:.0} ms; Envoy: {}",
+        ms(&report_587, "sent_ms"),
+        envoy::counters(&stats, &[VI_CX_TOTAL, &cluster_cx(25), &cluster_cx(587)])
+    ));
 }
