@@ -45,14 +45,17 @@ fn pod_with_ports(container: &str, ports: Value) -> Value {
     pod
 }
 
-/// An FTP server pod as created: the control port and its passive ports. The passive ports are
-/// named `pasv-N`, the names serverfirst counts as passive ports beside an FTP control port.
+/// An FTP server pod as created: the named control port and its passive ports, unnamed, which
+/// serverfirst takes as passive ports because they sit beside an FTP control port.
 pub fn ftp_pod() -> Value {
     let mut ports =
         vec![json!({ "name": "ftp", "containerPort": FTP_CONTROL_PORT, "protocol": "TCP" })];
-    ports.extend(FTP_PASSIVE_PORTS.iter().map(
-        |port| json!({ "name": format!("pasv-{port}"), "containerPort": port, "protocol": "TCP" }),
-    ));
+    // The passive range as public FTP manifests declare it: bare container ports.
+    ports.extend(
+        FTP_PASSIVE_PORTS
+            .iter()
+            .map(|port| json!({ "containerPort": port, "protocol": "TCP" })),
+    );
     pod_with_ports("ftp", Value::Array(ports))
 }
 
