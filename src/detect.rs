@@ -252,7 +252,7 @@ fn detect_container(container: &ContainerView<'_>, catalog: &Catalog, detection:
     }
     if !passive.is_empty() {
         detection.warnings.push(format!(
-            "FTP passive: {} of container {:?} taken as FTP passive data ports (beside FTP control {})",
+            "FTP passive data {} (container {:?}, beside FTP control {})",
             phrase(passive.iter().copied()),
             container.name(),
             phrase(control.iter().copied())
@@ -453,7 +453,7 @@ mod tests {
         assert_eq!(
             detection.warnings,
             [
-                "FTP passive: ports 30000-30009,30100 of container \"vsftpd\" taken as FTP passive data ports (beside FTP control port 21)"
+                "FTP passive data ports 30000-30009,30100 (container \"vsftpd\", beside FTP control port 21)"
             ]
         );
         assert_eq!(

@@ -288,7 +288,7 @@ fn check_and_render_give_the_destination_rule_meshed_clients_need() {
     let advice = deployment["companions"][0].as_str().unwrap();
     assert!(
         advice.contains(
-            "DestinationRule mox-serverfirst (host mox, tls.mode DISABLE on port 25,465,587)"
+            "DestinationRule mox-serverfirst (host mox, tls.mode DISABLE on ports 25,465,587)"
         ),
         "{advice}"
     );
@@ -307,5 +307,141 @@ fn check_and_render_give_the_destination_rule_meshed_clients_need() {
     assert_eq!(
         rule["spec"]["trafficPolicy"]["portLevelSettings"][1],
         serde_json::json!({"port": {"number": 465}, "tls": {"mode": "DISABLE"}})
+    );
+}
+
+/// Manifests shaped like public ones (a docker-mailserver Deployment opening with a comment
+/// block, an FTP server with a bare passive range), as `check` prints them.
+#[test]
+fn check_reports_real_manifests_in_the_operators_terms() {
+    let (code, stdout, stderr) = serverfirst(
+        &[
+            "check",
+            "-f",
+            "tests/fixtures/manifests/real/mailserver.yaml",
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    // The comment block before the first `---` is part of document 1: the ConfigMap.
+    let deployment = stdout
+        .lines()
+        .find(|l| l.contains("Deployment"))
+        .expect("a Deployment row");
+    assert!(
+        deployment.contains(":13 ") && deployment.contains("  2  "),
+        "{deployment}"
+    );
+    assert!(deployment.contains("25,465,587"), "{deployment}");
+    // 993 named imap-implicit and 10993 named imap-secure are IMAPS, 4190 ManageSieve: off.
+    assert!(
+        stdout.contains("note: tests/fixtures/manifests/real/mailserver.yaml:13 (document 2): 993,10993 are imaps, off by default: `catalog.enable: [imaps]`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("4190 is managesieve, off by default"),
+        "{stdout}"
+    );
+    // The ConfigMap is counted, not listed; --show-all lists it.
+    assert!(!stdout.contains("ConfigMap"), "{stdout}");
+    assert!(
+        stderr.contains("3 objects: 1 would-patch, 0 protected, 2 not-applicable, 0 errors (2 of them without a pod template)"),
+        "{stderr}"
+    );
+    let (_, all, _) = serverfirst(
+        &[
+            "check",
+            "--show-all",
+            "-f",
+            "tests/fixtures/manifests/real/mailserver.yaml",
+        ],
+        None,
+    );
+    assert!(
+        all.lines()
+            .any(|l| l.contains(":1 ") && l.contains("ConfigMap")),
+        "{all}"
+    );
+
+    // The Service has no namespace: its companion has none either, and the short host.
+    let advice = stdout
+        .lines()
+        .find(|l| l.starts_with("companion:"))
+        .expect("advice");
+    assert!(
+        advice.contains("DestinationRule mailserver-serverfirst (host mailserver, tls.mode DISABLE on ports 25,465,587)"),
+        "{advice}"
+    );
+    let (_, rendered, _) = serverfirst(
+        &[
+            "render",
+            "--companions",
+            "-f",
+            "tests/fixtures/manifests/real/mailserver.yaml",
+        ],
+        None,
+    );
+    let rule: Value = serde_saphyr::from_str(
+        rendered
+            .split("# Companion for meshed clients (Istio auto-mTLS)\n")
+            .nth(1)
+            .expect("a companion"),
+    )
+    .unwrap();
+    assert_eq!(
+        rule["metadata"],
+        serde_json::json!({"name": "mailserver-serverfirst"})
+    );
+    assert_eq!(rule["spec"]["host"], "mailserver");
+}
+
+#[test]
+fn check_names_the_ftp_passive_ports() {
+    let rows = check_text("ftp.yaml", &fixture("real/ftp.yaml"), &Config::default());
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].ports,
+        [21, 21100, 21101, 21102, 21103, 21104],
+        "{rows:#?}"
+    );
+    assert_eq!(
+        rows[0].warnings,
+        ["FTP passive data ports 21100-21104 (container \"vsftpd\", beside FTP control port 21)"]
+    );
+}
+
+#[test]
+fn an_unparsable_document_is_named_and_explained() {
+    let (code, stdout, _) = serverfirst(
+        &[
+            "check",
+            "-f",
+            "tests/fixtures/manifests/real/broken.yaml",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(code, 2);
+    let rows: Value = serde_json::from_str(&stdout).unwrap();
+    let row = &rows[0];
+    assert_eq!(
+        (row["kind"].as_str(), row["name"].as_str()),
+        (Some("Deployment"), Some("relay"))
+    );
+    assert_eq!(
+        row["message"],
+        "invalid YAML at line 7, column 5: key \"app\" appears twice in the same mapping"
+    );
+}
+
+#[test]
+fn a_port_of_a_protocol_that_is_off_is_named_in_the_row() {
+    let pod = "kind: Pod\nmetadata:\n  name: db\nspec:\n  containers:\n  - name: mysql\n    ports:\n    - containerPort: 3306\n";
+    let rows = check_text("db.yaml", pod, &Config::default());
+    assert_eq!(rows[0].status, Status::NotApplicable);
+    assert_eq!(
+        rows[0].message,
+        "3306 is mysql, off by default: `catalog.enable: [mysql]`"
     );
 }

@@ -4,8 +4,8 @@
 //! client's first bytes sits in front of the reference SMTP server on exactly those ports, while
 //! the others reach the server directly. The pod as created stalls; the patched pod greets at once.
 //!
-//! The same checks with real nat rules, HAProxy and third-party clients in network namespaces are
-//! in `e2e_netns.rs`.
+//! The same checks with real nat rules, the real Envoy and third-party clients in network
+//! namespaces are in `e2e_netns.rs`.
 
 mod common;
 mod webhook_support;

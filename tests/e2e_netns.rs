@@ -1,452 +1,216 @@
-//! End to end for real, as root: the mesh failure reproduced with the kernel and a real sniffing
-//! proxy, and fixed by serverfirst's patch.
+//! End to end for real, as root: the mesh failure reproduced with the kernel and the real Envoy,
+//! configured the way Istio configures a sidecar, and fixed by serverfirst's patch.
 //!
-//! Two network namespaces made per run, `client` and `pod`, joined by a veth pair on a /30 that
-//! exists only inside them. In `pod`: the nat rules istio-iptables would write for the pod,
-//! derived by the independent Istio model from the pod's annotations or its `istio-init`
-//! arguments; HAProxy on 15006 as uid/gid 1337 standing in for Envoy's inbound listener (it waits
-//! for the client's first bytes, as Istio >= 1.8 does); serverfirst's reference SMTP server on 25
-//! and 587. From `client`: `serverfirst probe`, swaks and Python's smtplib.
+//! Every case makes its own pair of network namespaces, `client` and `pod`, joined by a veth pair
+//! on a /30 that exists only inside them. In `pod`: the nat rules istio-iptables would write for
+//! the pod, derived by the independent Istio model from the pod's annotations or its `istio-init`
+//! arguments; Envoy 1.40 as uid/gid 1337 with the `virtualInbound` listener on 15006 that the
+//! Istio sidecar model builds from the pod's Service ports, its PeerAuthentication and the mesh's
+//! `protocolDetectionTimeout`; the server under test (serverfirst's reference SMTP server on 25
+//! and 587, pyftpdlib on 21, a POP3 greeter on 110). From `client`: `serverfirst probe`, swaks,
+//! Python's smtplib, lettre and curl (FTP).
 //!
-//! Needs root, `ip`, `iptables-restore`, `haproxy`, `swaks` and `python3`: without them the tests
-//! skip loudly, or fail when `CI=true` or `SERVERFIRST_REQUIRE_E2E=1`.
+//! The cases: the pod as created stalls; the pod serverfirst patched greets at once; Istio 1.7's
+//! 100 ms detection timeout delays the banner; passive FTP needs its data ports excluded; a POP3
+//! greeting; PeerAuthentication DISABLE leaves a TCP Service port unsniffed (the model's inspector
+//! rules seen in the real Envoy); and a control without any proxy.
+//!
+//! Needs root, `ip`, `iptables-restore`, `ss`, `setpriv`, `curl`, `swaks`, `python3` and Envoy and
+//! pyftpdlib from `.ci/install-envoy`: without them the tests skip loudly, or fail when `CI=true`
+//! or `SERVERFIRST_REQUIRE_E2E=1`.
 
 mod common;
 mod webhook_support;
 
 #[path = "support/e2e_pods.rs"]
 mod e2e_pods;
+#[path = "support/envoy.rs"]
+mod envoy;
 #[path = "support/istio_model.rs"]
 mod istio_model;
+#[path = "support/istio_sidecar.rs"]
+mod istio_sidecar;
+#[path = "support/netns.rs"]
+mod netns;
 
-use std::fs::File;
-use std::io::{Read, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::Once;
+use std::collections::BTreeMap;
+use std::os::fd::AsFd as _;
+use std::path::PathBuf;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use e2e_pods::{SMTP_PORTS, admitted_shapes, container_ports, created_pod};
+use e2e_pods::{
+    FTP_CONTROL_PORT, FTP_PASSIVE_PORTS, POP3_PORT, SMTP_PORTS, admitted, admitted_shapes,
+    container_ports, created_pod, ftp_pod, pop3_pod,
+};
+use envoy::Envoy;
 use istio_model::{IptablesArgs, pod_capture};
+use istio_sidecar::{
+    INBOUND_PASSTHROUGH_BIND, InboundSidecar, PeerAuthentication, ServicePort, VIRTUAL_INBOUND_PORT,
+};
+use netns::{CLIENT_ADDR, Daemon, POD_ADDR, Sandbox, run_bounded, say, text};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_serverfirst");
-const HAPROXY_CFG: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/e2e/haproxy.cfg"
-);
 const SMTPLIB_SEND: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/e2e/smtplib_send.py"
 );
-
-/// The /30 joining the namespaces; it exists only inside them.
-const CLIENT_ADDR: &str = "10.201.0.1";
-const POD_ADDR: &str = "10.201.0.2";
-const PREFIX: u8 = 30;
+const POP3_BANNER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/e2e/pop3_banner.py"
+);
 
 /// How long a client waits silently for the banner (probe) or for any reply (swaks, smtplib).
 const STALL_WAIT_SECS: u64 = 2;
 /// The most a banner may take to count as "at once".
 const AT_ONCE_MS: f64 = 100.0;
-/// Upper bound on any one command, so that a hang fails the test instead of blocking it.
-const COMMAND_LIMIT: Duration = Duration::from_secs(15);
 
-const TOOLS: [&str; 7] = [
+const TOOLS: [&str; 8] = [
     "ip",
     "iptables-restore",
     "iptables-save",
     "ss",
-    "haproxy",
+    "setpriv",
+    "curl",
     "swaks",
     "python3",
 ];
+const INSTALL_HINT: &str =
+    "Debian: apt-get install iproute2 iptables util-linux curl swaks python3";
 
-fn say(line: &str) {
-    let _ = writeln!(std::io::stderr(), "e2e_netns: {line}");
-}
+/// The stats of `virtualInbound` (Envoy names listener stats by address).
+const VI_CX_TOTAL: &str = "listener.0.0.0.0_15006.downstream_cx_total";
+const VI_REMOTE_CLOSE: &str = "listener.0.0.0.0_15006.downstream_listener_filter_remote_close";
+const VI_FILTER_TIMEOUT: &str = "listener.0.0.0.0_15006.downstream_pre_cx_timeout";
 
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-}
-
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
-/// Root and every tool, else `tool_missing` (a failure under CI) and `false`.
+/// Root, the tools and a startable Envoy, else `tool_missing` (a failure under CI) and `false`.
 fn prerequisites(test: &str, tag: &str) -> bool {
-    if effective_uid() != Some(0) {
-        common::tool_missing(test, "needs root for network namespaces and iptables");
-        return false;
-    }
-    let missing: Vec<&str> = TOOLS.into_iter().filter(|t| !on_path(t)).collect();
-    if !missing.is_empty() {
-        let why = format!(
-            "missing {} (Debian: apt-get install iproute2 iptables haproxy swaks python3)",
-            missing.join(", ")
-        );
+    let missing =
+        netns::missing_prerequisite(tag, &TOOLS, INSTALL_HINT).or_else(envoy::envoy_missing);
+    if let Some(why) = missing {
         common::tool_missing(test, &why);
         return false;
     }
-    // Root in a container may still lack the capabilities for namespaces.
-    let probe = format!("sf-e2e-check-{}{tag}", std::process::id());
-    let added = ip(&["netns", "add", &probe]).output();
-    if !added.as_ref().is_ok_and(|o| o.status.success()) {
-        let why = added.map_or_else(|e| e.to_string(), |o| text(&o));
-        common::tool_missing(test, &format!("cannot create a network namespace: {why}"));
-        return false;
-    }
-    let _ = ip(&["netns", "del", &probe]).output();
-    static SWEEP: Once = Once::new();
-    SWEEP.call_once(sweep_stale_namespaces);
     true
 }
 
-/// Deletes the namespaces (and with them their veth ends) of earlier runs whose process is gone:
-/// a run killed with SIGKILL cannot clean up after itself.
-fn sweep_stale_namespaces() {
-    let Ok(listing) = ip(&["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&listing.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        let Some(rest) = ["sf-e2e-client-", "sf-e2e-pod-", "sf-e2e-check-"]
-            .iter()
-            .find_map(|prefix| name.strip_prefix(prefix))
-        else {
-            continue;
-        };
-        let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
-            say(&format!(
-                "deleting the namespace {name} of a run that is gone"
-            ));
-            let _ = ip(&["netns", "del", name]).output();
-        }
-    }
+/// The Python of `.ci/install-envoy`'s FTP virtualenv, where pyftpdlib is.
+fn ftp_python() -> PathBuf {
+    envoy::tools_dir().join("ftp-venv/bin/python")
 }
 
-/// Runs `command` to completion within [`COMMAND_LIMIT`], killing it past that.
-fn run_bounded(mut command: Command) -> Output {
-    let description = format!("{command:?}");
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {description}: {e}"));
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + COMMAND_LIMIT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{description} still running after {COMMAND_LIMIT:?}; killed");
-            }
-            Err(e) => panic!("wait for {description}: {e}"),
-        }
-    };
-    Output {
-        status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    }
+fn cluster_cx(port: u16) -> String {
+    format!("cluster.inbound|{port}||.upstream_cx_total")
 }
 
-fn checked(command: Command) -> Output {
-    let description = format!("{command:?}");
-    let output = run_bounded(command);
-    assert!(
-        output.status.success(),
-        "{description} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// The two namespaces and the veth pair, named after the test process and a tag. Dropping it
-/// deletes the veth (namespace teardown is asynchronous; a left-over veth breaks the next run)
-/// and both namespaces, also when the test fails.
-struct Sandbox {
-    client: String,
-    pod: String,
-    veth_client: String,
-    veth_pod: String,
-    created: Vec<String>,
-}
-
-impl Sandbox {
-    fn create(tag: &str) -> Sandbox {
-        let id = format!("{}{tag}", std::process::id());
-        let mut sandbox = Sandbox {
-            client: format!("sf-e2e-client-{id}"),
-            pod: format!("sf-e2e-pod-{id}"),
-            // Interface names have at most 15 bytes.
-            veth_client: format!("sfc{id}"),
-            veth_pod: format!("sfp{id}"),
-            created: Vec::new(),
-        };
-        assert!(sandbox.veth_pod.len() <= 15, "{}", sandbox.veth_pod);
-        for namespace in [sandbox.client.clone(), sandbox.pod.clone()] {
-            checked(ip(&["netns", "add", &namespace]));
-            sandbox.created.push(namespace);
-        }
-        let (client, pod) = (sandbox.client.clone(), sandbox.pod.clone());
-        let (veth_client, veth_pod) = (sandbox.veth_client.clone(), sandbox.veth_pod.clone());
-        // Both ends are created inside the namespaces: nothing appears in the host's.
-        checked(ip(&[
-            "link",
-            "add",
-            &veth_client,
-            "netns",
-            &client,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &veth_pod,
-            "netns",
-            &pod,
-        ]));
-        for (namespace, veth, addr) in [
-            (&client, &veth_client, CLIENT_ADDR),
-            (&pod, &veth_pod, POD_ADDR),
-        ] {
-            checked(ip(&["-n", namespace, "link", "set", "lo", "up"]));
-            let cidr = format!("{addr}/{PREFIX}");
-            checked(ip(&["-n", namespace, "addr", "add", &cidr, "dev", veth]));
-            checked(ip(&["-n", namespace, "link", "set", veth, "up"]));
-        }
-        sandbox
-    }
-
-    /// `command` run inside `namespace`; `ip netns exec` execs it, so its PID is the command's.
-    fn exec(namespace: &str, program: &str) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", namespace, program]);
-        command
-    }
-
-    fn in_pod(&self, program: &str) -> Command {
-        Sandbox::exec(&self.pod, program)
-    }
-
-    fn in_client(&self, program: &str) -> Command {
-        Sandbox::exec(&self.client, program)
-    }
-
-    /// Replaces the pod namespace's nat table (and its counters) with `restore_input`.
-    fn load_nat(&self, restore_input: &str) {
-        let mut command = self.in_pod("iptables-restore");
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("iptables-restore");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(restore_input.as_bytes())
-            .expect("write the rules");
-        let output = child.wait_with_output().expect("iptables-restore");
-        assert!(
-            output.status.success(),
-            "iptables-restore rejected the model's rules: {}\n{restore_input}",
-            text(&output)
-        );
-    }
-
-    /// `iptables-save -c -t nat` of the pod namespace.
-    fn nat_counters(&self) -> String {
-        let mut command = self.in_pod("iptables-save");
-        command.args(["-c", "-t", "nat"]);
-        String::from_utf8(checked(command).stdout).expect("UTF-8")
-    }
-
-    fn listening(&self, ports: &[u16]) -> bool {
-        let mut command = self.in_pod("ss");
-        command.args(["-Hltn"]);
-        let listing = String::from_utf8_lossy(&run_bounded(command).stdout).into_owned();
-        ports
-            .iter()
-            .all(|port| listing.contains(&format!(":{port} ")))
-    }
-}
-
-fn ip(args: &[&str]) -> Command {
-    let mut command = Command::new("ip");
-    command.args(args);
-    command
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let mut commands = vec![ip(&["-n", &self.pod, "link", "del", &self.veth_pod])];
-        for namespace in self.created.iter().rev() {
-            commands.push(ip(&["netns", "del", namespace]));
-        }
-        for mut command in commands {
-            match command.output() {
-                Ok(output) if output.status.success() => {}
-                Ok(output) => say(&format!("cleanup {command:?}: {}", text(&output))),
-                Err(error) => say(&format!("cleanup {command:?}: {error}")),
-            }
-        }
-    }
-}
-
-/// A background process in a namespace, with stdout and stderr in files. Dropping it stops it:
-/// SIGTERM by its PID, SIGKILL if it is still there after two seconds.
-struct Daemon {
-    name: &'static str,
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Daemon {
-    fn start(name: &'static str, mut command: Command, dir: &Path) -> Daemon {
-        let stdout = dir.join(format!("{name}.out"));
-        let stderr = dir.join(format!("{name}.err"));
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(File::create(&stdout).expect("stdout file"))
-            .stderr(File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        Daemon {
-            name,
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "{} exited ({status}): {}{}",
-                self.name,
-                self.stdout(),
-                self.stderr()
-            );
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The whole test bed: namespaces, HAProxy and the SMTP server in `pod`.
+/// One test bed: the namespaces, Envoy as the pod's sidecar (unless the case has no proxy) and
+/// the servers under test.
 struct Mesh {
     // Dropped in this order: the processes first, then the namespaces they run in.
-    smtp: Daemon,
-    haproxy: Daemon,
+    smtp: Option<Daemon>,
+    apps: Vec<Daemon>,
+    envoy: Option<Envoy>,
     sandbox: Sandbox,
-    maildir: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Mesh {
-    fn start(tag: &str) -> Mesh {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let maildir = dir.path().join("Maildir");
-        let sandbox = Sandbox::create(tag);
+    fn new(tag: &str) -> Mesh {
+        Mesh {
+            smtp: None,
+            apps: Vec::new(),
+            envoy: None,
+            sandbox: Sandbox::create(tag),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
 
-        let mut haproxy = sandbox.in_pod("haproxy");
-        haproxy.args(["-db", "-f", HAPROXY_CFG]);
-        let haproxy = Daemon::start("haproxy", haproxy, dir.path());
+    /// A test bed with Envoy configured as `sidecar`.
+    fn with_sidecar(tag: &str, sidecar: &InboundSidecar) -> Mesh {
+        let mut mesh = Mesh::new(tag);
+        let bootstrap = istio_sidecar::bootstrap(
+            &format!("sidecar~{POD_ADDR}~app.e2e~e2e.svc.cluster.local"),
+            vec![sidecar.listener()],
+            sidecar.clusters(),
+        );
+        mesh.envoy = Some(Envoy::start(&mesh.sandbox, &bootstrap));
+        mesh.wait_listening(&[VIRTUAL_INBOUND_PORT]);
+        mesh
+    }
 
-        let mut smtp = sandbox.in_pod(BIN);
+    fn envoy(&self) -> &Envoy {
+        self.envoy.as_ref().expect("this test bed runs Envoy")
+    }
+
+    fn stats(&self) -> BTreeMap<String, u64> {
+        self.envoy().stats()
+    }
+
+    /// Waits up to 2 s for the sum of Envoy's counters `names` to reach `at_least`; the last
+    /// sum and snapshot.
+    fn stats_reaching(&self, names: &[&str], at_least: u64) -> (u64, BTreeMap<String, u64>) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let stats = self.stats();
+            let sum = names
+                .iter()
+                .map(|n| stats.get(*n).copied().unwrap_or(0))
+                .sum();
+            if sum >= at_least || Instant::now() > deadline {
+                return (sum, stats);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Connections `virtualInbound` accepted and is done with: passed its listener filters
+    /// (`downstream_cx_total`), closed by the client while held there, or released by the
+    /// filters' timeout (which then also passes them on).
+    fn accepted_reaching(&self, at_least: u64) -> (u64, BTreeMap<String, u64>) {
+        self.stats_reaching(&[VI_CX_TOTAL, VI_REMOTE_CLOSE], at_least)
+    }
+
+    /// The reference SMTP server on the SMTP ports, with a Maildir.
+    fn start_smtp(&mut self) {
+        let mut smtp = self.sandbox.in_pod(BIN);
         smtp.args(["--log-format", "json", "smtp", "--hostname", "mx.test"]);
         for port in SMTP_PORTS {
             smtp.args(["--listen", &format!("0.0.0.0:{port}")]);
         }
-        smtp.arg("--maildir").arg(&maildir);
+        smtp.arg("--maildir").arg(self.maildir());
         smtp.env("RUST_LOG", "serverfirst=debug");
-        let smtp = Daemon::start("smtp", smtp, dir.path());
+        self.smtp = Some(Daemon::start("smtp", smtp, self.dir.path()));
+        self.wait_listening(&SMTP_PORTS);
+    }
 
-        let mut mesh = Mesh {
-            smtp,
-            haproxy,
-            sandbox,
-            maildir,
-            _dir: dir,
-        };
-        let mut ports = SMTP_PORTS.to_vec();
-        ports.push(istio_model::INBOUND_CAPTURE_PORT);
+    fn start_app(&mut self, name: &'static str, command: Command, ports: &[u16]) {
+        self.apps
+            .push(Daemon::start(name, command, self.dir.path()));
+        self.wait_listening(ports);
+    }
+
+    fn wait_listening(&mut self, ports: &[u16]) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !mesh.sandbox.listening(&ports) {
-            mesh.haproxy.assert_running();
-            mesh.smtp.assert_running();
-            assert!(Instant::now() < deadline, "listeners not up: {ports:?}");
+        while !self.sandbox.listening(ports) {
+            for daemon in self.smtp.iter_mut().chain(self.apps.iter_mut()) {
+                daemon.assert_running();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "listeners not up: {ports:?}\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        mesh
+    }
+
+    fn maildir(&self) -> PathBuf {
+        self.dir.path().join("Maildir")
+    }
+
+    fn smtp_daemon(&self) -> &Daemon {
+        self.smtp.as_ref().expect("the SMTP server runs")
     }
 
     /// Loads the nat rules the model derives for `capture` and checks the kernel took every one.
@@ -492,7 +256,7 @@ impl Mesh {
 
     /// The peers the SMTP server accepted connections from, from its debug log.
     fn smtp_peers(&self) -> Vec<String> {
-        self.smtp
+        self.smtp_daemon()
             .stderr()
             .lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
@@ -506,7 +270,7 @@ impl Mesh {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let records: Vec<Value> = self
-                .smtp
+                .smtp_daemon()
                 .stdout()
                 .split_inclusive('\n')
                 .filter(|line| line.ends_with('\n')) // a line still being written waits
@@ -520,7 +284,7 @@ impl Mesh {
     }
 
     fn maildir_new(&self) -> Vec<String> {
-        match std::fs::read_dir(self.maildir.join("new")) {
+        match std::fs::read_dir(self.maildir().join("new")) {
             Ok(entries) => entries
                 .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("message"))
                 .collect(),
@@ -534,13 +298,17 @@ impl Mesh {
     }
 
     fn probe_with(&self, port: u16, send_after: &str) -> (i32, Value) {
-        let mut command = self.sandbox.in_client(BIN);
-        command.args(["probe", &format!("{POD_ADDR}:{port}"), "-o", "json"]);
-        command.args(["--send-after", send_after, "--timeout", "3s"]);
-        let output = run_bounded(command);
+        let output = self.probe_output(port, send_after, "json");
         let report = serde_json::from_slice(&output.stdout)
             .unwrap_or_else(|e| panic!("probe JSON ({e}): {}", text(&output)));
         (output.status.code().unwrap_or(-1), report)
+    }
+
+    fn probe_output(&self, port: u16, send_after: &str, format: &str) -> Output {
+        let mut command = self.sandbox.in_client(BIN);
+        command.args(["probe", &format!("{POD_ADDR}:{port}"), "-o", format]);
+        command.args(["--send-after", send_after, "--timeout", "3s"]);
+        run_bounded(command)
     }
 
     fn swaks(&self, port: u16, subject: &str) -> Output {
@@ -565,12 +333,65 @@ impl Mesh {
         run_bounded(command)
     }
 
+    /// One message with lettre, sent from a thread that has moved into the client namespace.
+    fn lettre(&self, port: u16, subject: &str) -> Result<String, String> {
+        use lettre::transport::smtp::extension::ClientId;
+        use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+        let namespace = format!("/run/netns/{}", self.sandbox.client);
+        let email = Message::builder()
+            .from("Frank <frank@example.test>".parse().expect("from"))
+            .to("erin@example.test".parse().expect("to"))
+            .subject(subject)
+            .body("Sent with lettre.".to_string())
+            .expect("message");
+        let send = move || -> Result<String, String> {
+            let file = std::fs::File::open(&namespace).map_err(|e| format!("{namespace}: {e}"))?;
+            rustix::thread::move_into_link_name_space(
+                file.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .map_err(|e| format!("setns {namespace}: {e}"))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(POD_ADDR)
+                    .port(port)
+                    .hello_name(ClientId::Domain("client.test".into()))
+                    .timeout(Some(Duration::from_secs(STALL_WAIT_SECS)))
+                    .build();
+                let response = mailer.send(email).await.map_err(|e| e.to_string())?;
+                Ok(response.message().collect::<Vec<_>>().join(" "))
+            })
+        };
+        // The thread, and only it, changes namespace; it ends with the send.
+        std::thread::spawn(send).join().expect("lettre thread")
+    }
+
+    /// `curl` from the client namespace fetching `path` over passive-mode FTP (PASV, not EPSV).
+    fn ftp_get(&self, path: &str) -> Output {
+        let mut command = self.sandbox.in_client("curl");
+        command.args(["-sS", "-v", "--max-time", "3", "--disable-epsv"]);
+        command.arg(format!(
+            "ftp://user:secret@{POD_ADDR}:{FTP_CONTROL_PORT}/{path}"
+        ));
+        run_bounded(command)
+    }
+
     /// The kernel agrees with the model on every other port of the pod, where nothing listens:
-    /// a captured port is answered by the proxy, which connects on only after the client spoke
-    /// and then finds nothing (probe exit 1, closed); an excluded one is refused (exit 2).
-    fn assert_capture_matches(&self, name: &str, capture: &IptablesArgs, pod: &Value) {
+    /// a captured port is answered by Envoy, which connects on only after the client spoke and
+    /// then finds nothing (probe exit 1); an excluded one is refused (exit 2).
+    fn assert_capture_matches(
+        &self,
+        name: &str,
+        capture: &IptablesArgs,
+        pod: &Value,
+        serving: &[u16],
+    ) {
         for port in container_ports(pod) {
-            if SMTP_PORTS.contains(&port) {
+            if serving.contains(&port) {
                 continue;
             }
             let (code, report) = self.probe_with(port, "100ms");
@@ -579,15 +400,23 @@ impl Mesh {
         }
     }
 
-    /// What HAProxy and the SMTP server logged, for a failure message.
+    /// What Envoy and the servers logged, for a failure message.
     fn logs(&self) -> String {
-        format!(
-            "haproxy:\n{}{}\nsmtp:\n{}",
-            self.haproxy.stdout(),
-            self.haproxy.stderr(),
-            self.smtp.stderr()
-        )
+        let mut logs = String::new();
+        if let Some(envoy) = &self.envoy {
+            logs.push_str(&format!("envoy:\n{}\n", envoy.logs()));
+        }
+        for daemon in self.smtp.iter().chain(self.apps.iter()) {
+            logs.push_str(&format!("app:\n{}{}\n", daemon.stdout(), daemon.stderr()));
+        }
+        logs
     }
+}
+
+/// The sidecar istiod gives the pod with Istio's defaults (PERMISSIVE, no detection timeout)
+/// when a Service exposes each of its container ports under the port's own name.
+fn default_sidecar(pod: &Value) -> InboundSidecar {
+    InboundSidecar::new().service_ports(ServicePort::for_container_ports(pod))
 }
 
 fn capture_of(pod: &Value) -> IptablesArgs {
@@ -602,9 +431,57 @@ fn ms(report: &Value, field: &str) -> f64 {
         .unwrap_or_else(|| panic!("{field} in {report}"))
 }
 
+fn admit(pod: &Value) -> Value {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(admitted(pod))
+}
+
+fn elapsed_ms(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1e3
+}
+
+/// Some connections were accepted, every one of them from `source` (an address).
+fn assert_all_from(peers: &[String], source: &str) {
+    assert!(!peers.is_empty(), "no connection accepted");
+    let prefix = format!("{source}:");
+    assert!(peers.iter().all(|p| p.starts_with(&prefix)), "{peers:?}");
+}
+
 #[test]
-fn pod_as_created_stalls_behind_the_sidecar_capture() {
-    let test = "pod_as_created_stalls_behind_the_sidecar_capture";
+fn control_without_a_proxy_greets_at_once() {
+    let test = "control_without_a_proxy_greets_at_once";
+    if !prerequisites(test, "o") {
+        return;
+    }
+    let mut mesh = Mesh::new("o");
+    mesh.start_smtp();
+    for port in SMTP_PORTS {
+        let (code, report) = mesh.probe(port);
+        assert_eq!(code, 0, "{report}\n{}", mesh.logs());
+        let first_byte = ms(&report, "first_byte_ms");
+        assert!(first_byte < AT_ONCE_MS, "{report}");
+        say(&format!(
+            "control (no proxy, no nat rules), port {port}: banner {first_byte:.3} ms after connecting"
+        ));
+    }
+    let started = Instant::now();
+    let swaks = mesh.swaks(25, "swaks without a mesh");
+    assert_eq!(swaks.status.code(), Some(0), "swaks: {}", text(&swaks));
+    say(&format!(
+        "control: swaks on 25 delivered in {:.0} ms (process start included)",
+        elapsed_ms(started)
+    ));
+    assert_eq!(mesh.deliveries(1).len(), 1);
+    assert_all_from(&mesh.smtp_peers(), CLIENT_ADDR);
+}
+
+#[test]
+fn pod_as_created_stalls_behind_envoy() {
+    let test = "pod_as_created_stalls_behind_envoy";
     if !prerequisites(test, "a") {
         return;
     }
@@ -613,16 +490,20 @@ fn pod_as_created_stalls_behind_the_sidecar_capture() {
     for port in SMTP_PORTS {
         assert!(capture.captured(port), "port {port}");
     }
-    let mesh = Mesh::start("a");
+    let mut mesh = Mesh::with_sidecar("a", &default_sidecar(&pod));
+    mesh.start_smtp();
     mesh.capture(&capture);
 
-    // The three clients at once: each waits STALL_WAIT_SECS for the greeting.
-    let ((code, report), swaks, smtplib) = std::thread::scope(|scope| {
+    // The clients at once: each waits STALL_WAIT_SECS for the greeting.
+    let ((code, report), probe_text, swaks, smtplib) = std::thread::scope(|scope| {
         let probe = scope.spawn(|| mesh.probe(25));
+        let probe_text =
+            scope.spawn(|| mesh.probe_output(587, &format!("{STALL_WAIT_SECS}s"), "text"));
         let swaks = scope.spawn(|| mesh.swaks(25, "swaks through the created pod"));
         let smtplib = scope.spawn(|| mesh.smtplib(587, "smtplib through the created pod"));
         (
             probe.join().expect("probe"),
+            probe_text.join().expect("probe"),
             swaks.join().expect("swaks"),
             smtplib.join().expect("smtplib"),
         )
@@ -636,8 +517,22 @@ fn pod_as_created_stalls_behind_the_sidecar_capture() {
     assert!(after < 1000.0, "{report}");
     assert_eq!(report["banner"], "220 mx.test ESMTP serverfirst");
     say(&format!(
-        "pod as created, port 25 (captured): no banner in {sent:.0} ms; the 220 came {after:.1} \
-         ms after the probe spoke"
+        "case 1, pod as created, port 25 (captured, Service port TCP): no banner in {sent:.0} ms; \
+         the 220 came {after:.1} ms after the probe spoke"
+    ));
+    let probe_text_out = String::from_utf8_lossy(&probe_text.stdout).into_owned();
+    assert_eq!(probe_text.status.code(), Some(1), "{}", text(&probe_text));
+    assert!(
+        probe_text_out.contains("server-first stall"),
+        "{probe_text_out}"
+    );
+    say(&format!(
+        "case 6, serverfirst probe {POD_ADDR}:587 on the created pod: exit 1, {}",
+        probe_text_out
+            .lines()
+            .find(|l| l.contains("server-first stall"))
+            .unwrap_or_default()
+            .trim()
     ));
 
     // swaks: 21 is "error reading the initial banner" (here: timed out waiting for it).
@@ -649,21 +544,37 @@ fn pod_as_created_stalls_behind_the_sidecar_capture() {
         text(&smtplib)
     );
     say(&format!(
-        "pod as created: swaks exit 21 and smtplib timed out after {STALL_WAIT_SECS} s waiting \
-         for the greeting"
+        "case 1: swaks exit 21 and smtplib timed out after {STALL_WAIT_SECS} s waiting for the greeting"
     ));
 
-    mesh.assert_capture_matches("pod as created", &capture, &pod);
+    // Envoy held every connection in its listener filters. A client that gave up without a
+    // byte shows only as a remote close there (Envoy counts a connection in downstream_cx_total
+    // once its listener filters are done); the probes reached the app after speaking.
+    let (accepted, stats) = mesh.accepted_reaching(4);
+    assert_eq!(accepted, 4, "{}", envoy::summary(&stats));
+    assert!(stats[VI_REMOTE_CLOSE] >= 1, "{}", envoy::summary(&stats));
+    assert!(stats[&cluster_cx(25)] >= 1, "{}", envoy::summary(&stats));
+    assert!(stats[&cluster_cx(587)] >= 1, "{}", envoy::summary(&stats));
+    say(&format!(
+        "case 1, Envoy: {}",
+        envoy::counters(
+            &stats,
+            &[
+                VI_CX_TOTAL,
+                VI_REMOTE_CLOSE,
+                VI_FILTER_TIMEOUT,
+                &cluster_cx(25),
+                &cluster_cx(587)
+            ]
+        )
+    ));
+
+    mesh.assert_capture_matches("pod as created", &capture, &pod, &SMTP_PORTS);
     assert!(mesh.deliveries(0).is_empty(), "no mail can have arrived");
     assert!(mesh.maildir_new().is_empty());
     // Every connection went through the proxy; the application only ever saw the proxy.
-    assert!(mesh.redirected() >= 3, "{}", mesh.sandbox.nat_counters());
-    let peers = mesh.smtp_peers();
-    assert!(!peers.is_empty(), "the probe's QUIT got through: {logs}");
-    assert!(
-        peers.iter().all(|peer| peer.starts_with("127.0.0.6:")),
-        "{peers:?}"
-    );
+    assert!(mesh.redirected() >= 4, "{}", mesh.sandbox.nat_counters());
+    assert_all_from(&mesh.smtp_peers(), INBOUND_PASSTHROUGH_BIND);
 }
 
 #[test]
@@ -679,7 +590,8 @@ fn pod_patched_by_serverfirst_greets_at_once() {
         .expect("runtime");
     let shapes = runtime.block_on(admitted_shapes());
     drop(runtime);
-    let mesh = Mesh::start("b");
+    let mut mesh = Mesh::with_sidecar("b", &default_sidecar(&created_pod()));
+    mesh.start_smtp();
 
     for (shape, pod) in &shapes {
         let name = shape.name;
@@ -692,6 +604,7 @@ fn pod_patched_by_serverfirst_greets_at_once() {
         }
         // The rules come from the patched pod; the model finds them where Istio would.
         mesh.capture(&capture);
+        let before = mesh.stats();
         for port in SMTP_PORTS {
             let (code, report) = mesh.probe(port);
             assert_eq!(code, 0, "{name} {port}: {report}\n{}", mesh.logs());
@@ -699,7 +612,8 @@ fn pod_patched_by_serverfirst_greets_at_once() {
             let first_byte = ms(&report, "first_byte_ms");
             assert!(first_byte < AT_ONCE_MS, "{name} {port}: {report}");
             say(&format!(
-                "patched pod ({name}), port {port} (excluded): banner {first_byte:.3} ms after connecting"
+                "case 2 and 6, patched pod ({name}), port {port} (excluded): probe exit 0, banner \
+                 {first_byte:.3} ms after connecting"
             ));
             if capture.include_inbound_ports == "*" {
                 // Under the wildcard, the exclusion is a RETURN rule of its own, and it was hit.
@@ -707,46 +621,75 @@ fn pod_patched_by_serverfirst_greets_at_once() {
             }
         }
         assert_eq!(mesh.redirected(), 0, "{}", mesh.sandbox.nat_counters());
-        mesh.assert_capture_matches(name, &capture, pod);
+        assert_eq!(
+            mesh.stats()[VI_CX_TOTAL],
+            before[VI_CX_TOTAL],
+            "Envoy saw a connection"
+        );
+        mesh.assert_capture_matches(name, &capture, pod, &SMTP_PORTS);
     }
 
     // The pod as serverfirst patches it at creation: a full transaction with each client.
     let (shape, pod) = &shapes[0];
     assert_eq!(shape.name, "annotations");
     mesh.capture(&capture_of(pod));
+    let before = mesh.stats();
     let started = Instant::now();
     let swaks = mesh.swaks(25, "swaks through the patched pod");
-    let swaks_took = started.elapsed();
+    let swaks_took = elapsed_ms(started);
     assert_eq!(swaks.status.code(), Some(0), "swaks: {}", text(&swaks));
     let started = Instant::now();
     let smtplib = mesh.smtplib(587, "smtplib through the patched pod");
-    let smtplib_took = started.elapsed();
+    let smtplib_took = elapsed_ms(started);
     assert_eq!(
         smtplib.status.code(),
         Some(0),
         "smtplib: {}",
         text(&smtplib)
     );
+    let started = Instant::now();
+    let lettre = mesh.lettre(25, "lettre through the patched pod");
+    let lettre_took = elapsed_ms(started);
+    let lettre = lettre.unwrap_or_else(|e| panic!("lettre: {e}\n{}", mesh.logs()));
     say(&format!(
-        "patched pod: swaks on 25 took {:.0} ms, smtplib on 587 {:.0} ms (process start included)",
-        swaks_took.as_secs_f64() * 1e3,
-        smtplib_took.as_secs_f64() * 1e3
+        "case 2: swaks on 25 took {swaks_took:.0} ms, smtplib on 587 {smtplib_took:.0} ms \
+         (process start included), lettre on 25 {lettre_took:.0} ms ({lettre})"
     ));
 
-    let records = mesh.deliveries(2);
-    assert_eq!(records.len(), 2, "{records:?}\n{}", mesh.logs());
-    assert_eq!(records[0]["listener"], "0.0.0.0:25");
-    assert_eq!(records[0]["rcpts"], serde_json::json!(["bob@example.test"]));
-    assert_eq!(records[1]["listener"], "0.0.0.0:587");
+    let records = mesh.deliveries(3);
+    assert_eq!(records.len(), 3, "{records:?}\n{}", mesh.logs());
+    let delivered: Vec<(String, Value)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["listener"].as_str().unwrap_or_default().to_string(),
+                r["rcpts"].clone(),
+            )
+        })
+        .collect();
     assert_eq!(
-        records[1]["rcpts"],
-        serde_json::json!(["dave@example.test"])
+        delivered,
+        [
+            (
+                "0.0.0.0:25".to_string(),
+                serde_json::json!(["bob@example.test"])
+            ),
+            (
+                "0.0.0.0:587".to_string(),
+                serde_json::json!(["dave@example.test"])
+            ),
+            (
+                "0.0.0.0:25".to_string(),
+                serde_json::json!(["erin@example.test"])
+            ),
+        ]
     );
     let messages = mesh.maildir_new();
-    assert_eq!(messages.len(), 2);
+    assert_eq!(messages.len(), 3);
     for subject in [
         "Subject: swaks through the patched pod",
         "Subject: smtplib through the patched pod",
+        "Subject: lettre through the patched pod",
     ] {
         assert!(
             messages.iter().any(|m| m.contains(subject)),
@@ -754,6 +697,25 @@ fn pod_patched_by_serverfirst_greets_at_once() {
         );
     }
     assert_eq!(mesh.redirected(), 0, "{}", mesh.sandbox.nat_counters());
+    let stats = mesh.stats();
+    assert_eq!(
+        stats[VI_CX_TOTAL], before[VI_CX_TOTAL],
+        "Envoy saw a connection"
+    );
+    assert_eq!(stats[&cluster_cx(25)], 0, "{}", envoy::summary(&stats));
+    assert_eq!(stats[&cluster_cx(587)], 0, "{}", envoy::summary(&stats));
+    let names = [
+        VI_CX_TOTAL,
+        VI_REMOTE_CLOSE,
+        &cluster_cx(25),
+        &cluster_cx(587),
+    ];
+    say(&format!(
+        "case 2, Envoy before the three deliveries: {}; after: {} (the earlier connections are the \
+         probes of the pod's other, still captured ports)",
+        envoy::counters(&before, &names),
+        envoy::counters(&stats, &names)
+    ));
     // Straight from the client: the server saw the client's own address, never the proxy's.
     let peers = mesh.smtp_peers();
     assert!(!peers.is_empty());
@@ -763,4 +725,255 @@ fn pod_patched_by_serverfirst_greets_at_once() {
             .all(|p| p.starts_with(&format!("{CLIENT_ADDR}:"))),
         "{peers:?}"
     );
+}
+
+#[test]
+fn protocol_detection_timeout_of_istio_1_7_delays_the_banner() {
+    let test = "protocol_detection_timeout_of_istio_1_7_delays_the_banner";
+    if !prerequisites(test, "c") {
+        return;
+    }
+    let pod = created_pod();
+    let timeout = Duration::from_millis(100);
+    let sidecar = default_sidecar(&pod).protocol_detection_timeout(timeout);
+    let mut mesh = Mesh::with_sidecar("c", &sidecar);
+    mesh.start_smtp();
+    mesh.capture(&capture_of(&pod));
+
+    let (code, report) = mesh.probe(25);
+    assert_eq!(code, 0, "{report}\n{}", mesh.logs());
+    let first_byte = ms(&report, "first_byte_ms");
+    // Envoy's timer starts at accept, after the probe's connect; a loaded machine only adds.
+    assert!(first_byte >= 90.0, "{report}");
+    assert!(first_byte < 1500.0, "{report}");
+    let swaks = mesh.swaks(25, "swaks behind a 100ms detection timeout");
+    assert_eq!(swaks.status.code(), Some(0), "swaks: {}", text(&swaks));
+    let (timeouts, stats) = mesh.stats_reaching(&[VI_FILTER_TIMEOUT], 2);
+    assert!(timeouts >= 2, "{}", envoy::summary(&stats));
+    assert!(stats[&cluster_cx(25)] >= 2, "{}", envoy::summary(&stats));
+    say(&format!(
+        "case 3, protocolDetectionTimeout 100ms, port 25 captured: banner {first_byte:.1} ms after \
+         connecting, swaks exit 0; Envoy: {}",
+        envoy::counters(&stats, &[VI_CX_TOTAL, VI_FILTER_TIMEOUT, &cluster_cx(25)])
+    ));
+    assert_all_from(&mesh.smtp_peers(), INBOUND_PASSTHROUGH_BIND);
+}
+
+#[test]
+fn ftp_passive_download_needs_the_passive_ports_excluded() {
+    let test = "ftp_passive_download_needs_the_passive_ports_excluded";
+    if !prerequisites(test, "d") {
+        return;
+    }
+    if !ftp_python().is_file() {
+        common::tool_missing(
+            test,
+            &format!("no {} (run .ci/install-envoy)", ftp_python().display()),
+        );
+        return;
+    }
+    let created = ftp_pod();
+    let patched = admit(&created);
+    let capture = capture_of(&patched);
+    assert!(!capture.captured(FTP_CONTROL_PORT), "{capture:?}");
+    for port in FTP_PASSIVE_PORTS {
+        assert!(!capture.captured(port), "passive port {port}: {capture:?}");
+    }
+    // The same answer without the passive ports: only the control port is excluded.
+    let passive: Vec<String> = FTP_PASSIVE_PORTS.iter().map(u16::to_string).collect();
+    let mut control_only = capture.clone();
+    control_only.exclude_inbound_ports = capture
+        .exclude_inbound_ports
+        .split(',')
+        .filter(|port| !passive.iter().any(|p| p == port))
+        .collect::<Vec<_>>()
+        .join(",");
+    assert!(!control_only.captured(FTP_CONTROL_PORT));
+    assert!(FTP_PASSIVE_PORTS.iter().all(|&p| control_only.captured(p)));
+
+    let mut mesh = Mesh::with_sidecar("d", &default_sidecar(&created));
+    let root = mesh.dir.path().join("ftp-root");
+    std::fs::create_dir(&root).expect("ftp root");
+    std::fs::write(root.join("hello.txt"), "hello over passive FTP\n").expect("file");
+    let mut ftpd = mesh.sandbox.in_pod(&ftp_python().to_string_lossy());
+    ftpd.args([
+        "-m",
+        "pyftpdlib",
+        "-i",
+        "0.0.0.0",
+        "-p",
+        &FTP_CONTROL_PORT.to_string(),
+    ]);
+    ftpd.arg("-d").arg(&root);
+    let range = format!(
+        "{}-{}",
+        FTP_PASSIVE_PORTS[0],
+        FTP_PASSIVE_PORTS[FTP_PASSIVE_PORTS.len() - 1]
+    );
+    ftpd.args(["-r", &range, "-u", "user", "-P", "secret"]);
+    mesh.start_app("ftpd", ftpd, &[FTP_CONTROL_PORT]);
+
+    mesh.capture(&capture);
+    let (code, report) = mesh.probe(FTP_CONTROL_PORT);
+    assert_eq!(code, 0, "{report}\n{}", mesh.logs());
+    let banner_ms = ms(&report, "first_byte_ms");
+    assert!(banner_ms < AT_ONCE_MS, "{report}");
+    let started = Instant::now();
+    let list = mesh.ftp_get("");
+    let list_took = elapsed_ms(started);
+    assert_eq!(
+        list.status.code(),
+        Some(0),
+        "LIST: {}\n{}",
+        text(&list),
+        mesh.logs()
+    );
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("hello.txt"),
+        "{}",
+        text(&list)
+    );
+    let started = Instant::now();
+    let retr = mesh.ftp_get("hello.txt");
+    let retr_took = elapsed_ms(started);
+    assert_eq!(
+        retr.status.code(),
+        Some(0),
+        "RETR: {}\n{}",
+        text(&retr),
+        mesh.logs()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&retr.stdout),
+        "hello over passive FTP\n"
+    );
+    let stats = mesh.stats();
+    assert_eq!(stats[VI_CX_TOTAL], 0, "{}", envoy::summary(&stats));
+    say(&format!(
+        "case 4, FTP pod patched (exclusions from the webhook: {}): banner {banner_ms:.3} ms, \
+         login + PASV + LIST {list_took:.0} ms, RETR {retr_took:.0} ms (curl start included); \
+         Envoy: {}",
+        capture.exclude_inbound_ports,
+        envoy::counters(&stats, &[VI_CX_TOTAL])
+    ));
+
+    mesh.capture(&control_only);
+    let started = Instant::now();
+    let stalled = mesh.ftp_get("hello.txt");
+    let stalled_took = elapsed_ms(started);
+    let log = text(&stalled);
+    // 28: curl's "operation timed out", after a login that worked on the excluded port 21.
+    assert_eq!(stalled.status.code(), Some(28), "{log}");
+    assert!(log.contains("< 230"), "no login: {log}");
+    assert!(log.contains("< 227"), "no PASV answer: {log}");
+    let (accepted, stats) = mesh.accepted_reaching(1);
+    assert_eq!(accepted, 1, "{}", envoy::summary(&stats));
+    assert_eq!(stats[VI_REMOTE_CLOSE], 1, "{}", envoy::summary(&stats));
+    let data_cx: u64 = FTP_PASSIVE_PORTS
+        .iter()
+        .map(|&p| stats[&cluster_cx(p)])
+        .sum();
+    assert_eq!(data_cx, 0, "Envoy connected to a passive port: {stats:?}");
+    say(&format!(
+        "case 4, only 21 excluded ({}): login 230 and PASV 227 on 21, then the download stalled \
+         (curl exit 28 after {stalled_took:.0} ms); Envoy: {}",
+        control_only.exclude_inbound_ports,
+        envoy::counters(
+            &stats,
+            &[
+                VI_CX_TOTAL,
+                VI_REMOTE_CLOSE,
+                &cluster_cx(FTP_PASSIVE_PORTS[0]),
+                &cluster_cx(FTP_PASSIVE_PORTS[1])
+            ]
+        )
+    ));
+}
+
+#[test]
+fn pop3_banner_on_the_patched_pod() {
+    let test = "pop3_banner_on_the_patched_pod";
+    if !prerequisites(test, "e") {
+        return;
+    }
+    let created = pop3_pod();
+    let patched = admit(&created);
+    let mut mesh = Mesh::with_sidecar("e", &default_sidecar(&created));
+    let mut greeter = mesh.sandbox.in_pod("python3");
+    greeter.args([POP3_BANNER, &POP3_PORT.to_string()]);
+    mesh.start_app("pop3", greeter, &[POP3_PORT]);
+
+    mesh.capture(&capture_of(&created));
+    let (code, report) = mesh.probe(POP3_PORT);
+    assert_eq!(code, 1, "{report}\n{}", mesh.logs());
+    assert_eq!(report["banner"], "+OK POP3 ready", "{report}");
+    let sent = ms(&report, "sent_ms");
+    say(&format!(
+        "case 5, POP3 pod as created, port 110 captured: no banner in {sent:.0} ms, then {}",
+        report["banner"]
+    ));
+
+    let capture = capture_of(&patched);
+    assert!(!capture.captured(POP3_PORT), "{capture:?}");
+    mesh.capture(&capture);
+    let before = mesh.stats();
+    let (code, report) = mesh.probe(POP3_PORT);
+    assert_eq!(code, 0, "{report}\n{}", mesh.logs());
+    assert_eq!(report["banner"], "+OK POP3 ready", "{report}");
+    let first_byte = ms(&report, "first_byte_ms");
+    assert!(first_byte < AT_ONCE_MS, "{report}");
+    let stats = mesh.stats();
+    assert_eq!(
+        stats[VI_CX_TOTAL],
+        before[VI_CX_TOTAL],
+        "{}",
+        envoy::summary(&stats)
+    );
+    say(&format!(
+        "case 5, POP3 pod patched, port 110 excluded: banner {first_byte:.3} ms after connecting; \
+         Envoy: {} (the one connection is the created pod's)",
+        envoy::counters(&stats, &[VI_CX_TOTAL, &cluster_cx(POP3_PORT)])
+    ));
+    let peers: Vec<String> = mesh.apps[0].stdout().lines().map(str::to_string).collect();
+    assert_eq!(peers.len(), 2, "{peers:?}");
+    assert_all_from(&peers[..1], INBOUND_PASSTHROUGH_BIND);
+    assert_all_from(&peers[1..], CLIENT_ADDR);
+}
+
+#[test]
+fn without_mtls_a_tcp_service_port_is_not_sniffed() {
+    let test = "without_mtls_a_tcp_service_port_is_not_sniffed";
+    if !prerequisites(test, "f") {
+        return;
+    }
+    // PeerAuthentication DISABLE: no `tls` chain on any port, so no TLS inspector; the HTTP
+    // inspector runs only where a chain matches an HTTP ALPN: on 587 (protocol sniffed, the name
+    // `submission` says nothing), not on 25 (TCP, a well-known port).
+    let pod = created_pod();
+    let sidecar = default_sidecar(&pod).peer_authentication(PeerAuthentication::Disable);
+    let mut mesh = Mesh::with_sidecar("f", &sidecar);
+    mesh.start_smtp();
+    let capture = capture_of(&pod);
+    mesh.capture(&capture);
+    let ((code_25, report_25), (code_587, report_587)) = std::thread::scope(|scope| {
+        let smtp = scope.spawn(|| mesh.probe(25));
+        let submission = scope.spawn(|| mesh.probe(587));
+        (
+            smtp.join().expect("probe"),
+            submission.join().expect("probe"),
+        )
+    });
+    assert_eq!(code_25, 0, "{report_25}\n{}", mesh.logs());
+    let first_byte = ms(&report_25, "first_byte_ms");
+    assert!(first_byte < AT_ONCE_MS, "{report_25}");
+    assert_eq!(code_587, 1, "{report_587}");
+    let stats = mesh.stats();
+    assert_eq!(stats[&cluster_cx(25)], 1, "{}", envoy::summary(&stats));
+    assert_all_from(&mesh.smtp_peers(), INBOUND_PASSTHROUGH_BIND);
+    say(&format!(
+        "PeerAuthentication DISABLE, both ports captured: 25 (TCP) banner {first_byte:.3} ms through \
+         Envoy, 587 (sniffed) no banner in {:.0} ms; Envoy: {}",
+        ms(&report_587, "sent_ms"),
+        envoy::counters(&stats, &[VI_CX_TOTAL, &cluster_cx(25), &cluster_cx(587)])
+    ));
 }

@@ -105,6 +105,49 @@ async fn already_injected_pod_gets_istio_init_amended() {
     );
 }
 
+/// An injected pod as Istio renders it (istio-init, istio-proxy, the status annotation) whose
+/// label says `sidecar.istio.io/inject: "true"` and annotation `"false"`: Istio follows the
+/// label, so the sidecar is there and the ports must be excluded.
+#[tokio::test]
+async fn injected_pod_whose_label_and_annotation_disagree_is_patched() {
+    let server = TestServer::start(Config::default(), Limits::default()).await;
+    let mut request = review();
+    let pod = &mut request["request"]["object"];
+    pod["metadata"]["labels"]["sidecar.istio.io/inject"] = json!("true");
+    pod["metadata"]["annotations"] = json!({
+        "sidecar.istio.io/inject": "false",
+        "sidecar.istio.io/status": "{\"initContainers\":[\"istio-init\"],\"containers\":[\"istio-proxy\"],\"volumes\":[\"workload-socket\",\"credential-socket\",\"workload-certs\",\"istio-envoy\",\"istio-data\",\"istio-podinfo\",\"istio-token\",\"istiod-ca-cert\"],\"imagePullSecrets\":null,\"revision\":\"default\"}",
+        "istio.io/rev": "default",
+        "kubectl.kubernetes.io/default-container": "mox",
+        "prometheus.io/path": "/stats/prometheus",
+        "prometheus.io/port": "15020",
+        "prometheus.io/scrape": "true"
+    });
+    pod["spec"]["initContainers"] = json!([{
+        "name": "istio-init", "image": "gcr.io/istio-testing/proxyv2:latest",
+        "args": ["istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*",
+                 "-x", "", "-b", "*", "-d", "15090,15021,15020", "--log_output_level=default:info"],
+        "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+                            "privileged": false, "readOnlyRootFilesystem": false, "runAsGroup": 0, "runAsNonRoot": false, "runAsUser": 0}}]);
+    pod["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "istio-proxy", "image": "gcr.io/istio-testing/proxyv2:latest",
+                     "args": ["proxy", "sidecar", "--domain", "$(POD_NAMESPACE).svc.cluster.local"],
+                     "ports": [{"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}]}));
+    let response = post_json(&server, "/mutate", &request).await;
+    let mut pod = request["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch_of(&response).expect("a patch")).unwrap();
+    assert_eq!(
+        pod["metadata"]["annotations"]["traffic.sidecar.istio.io/excludeInboundPorts"],
+        "25,465,587"
+    );
+    assert_eq!(
+        pod["spec"]["initContainers"][0]["args"][16],
+        "15090,15021,15020,25,465,587"
+    );
+}
+
 #[tokio::test]
 async fn audit_endpoint_and_audit_mode_never_patch() {
     let server = TestServer::start(Config::default(), Limits::default()).await;
@@ -382,7 +425,7 @@ async fn service_audit_answers_with_warnings_and_audit_annotations_only() {
     assert_eq!(
         response["response"]["warnings"],
         json!([
-            "serverfirst: would declare Service ports 587 as TCP (appProtocol: tcp)",
+            "serverfirst: would declare Service port 587 as TCP",
             "serverfirst: port 2525 (smtp): Istio does not know appProtocol \"smtp\" and sniffs it; set tcp"
         ])
     );

@@ -400,26 +400,34 @@ fn fail_open<'a>(
     }
 }
 
-/// The one log line per decision on an object.
-fn log_decision(
+/// What one decision on an object was, for its log line.
+struct Decided<'a> {
     kind: Kind,
-    name: &str,
-    namespace: &str,
-    ports: &str,
+    name: &'a str,
+    /// The ports the answer is about, as a list.
+    ports: &'a str,
     outcome: Outcome,
-    mode: Mode,
-    reason: &str,
-) {
-    tracing::info!(
-        namespace,
-        kind = kind.as_str(),
-        name,
-        ports,
-        action = outcome.as_str(),
-        mode = mode.as_str(),
-        reason,
-        "admission decision"
-    );
+    reason: &'a str,
+    warnings: &'a [String],
+}
+
+impl Decided<'_> {
+    /// The one log line per decision on an object.
+    fn log(&self, namespace: &str, mode: Mode) {
+        // What the answer warns about (FTP passive ports, values left alone) is in the log too.
+        let warnings = self.warnings.join("; ");
+        tracing::info!(
+            namespace,
+            kind = self.kind.as_str(),
+            name = self.name,
+            ports = self.ports,
+            action = self.outcome.as_str(),
+            mode = mode.as_str(),
+            reason = self.reason,
+            warnings,
+            "admission decision"
+        );
+    }
 }
 
 /// `serverfirst: <text>`, cut to the length Kubernetes keeps.
@@ -522,7 +530,7 @@ mod tests {
         assert!(response["response"].get("patchType").is_none());
         assert_eq!(
             response["response"]["warnings"][0],
-            "serverfirst: would exclude inbound ports 587 from sidecar capture"
+            "serverfirst: would exclude inbound port 587 from sidecar capture"
         );
         assert_eq!(
             response["response"]["auditAnnotations"]["would-exclude-inbound-ports"],
@@ -677,6 +685,22 @@ mod tests {
     }
 
     #[test]
+    fn ftp_passive_ports_are_named_in_the_answer() {
+        let mut ports = vec![json!({"name": "ftp", "containerPort": 21})];
+        ports.extend((30000..30004).map(|port| json!({"containerPort": port})));
+        let ftp = json!({"metadata": {"name": "ftp"}, "spec": {"containers": [{"name": "vsftpd", "ports": ports}]}});
+        for mode in [Mode::Enforce, Mode::Audit] {
+            let (response, _) = review_json(&pod_review(ftp.clone()), mode);
+            let warnings = response["response"]["warnings"].as_array().unwrap();
+            assert!(
+                warnings.iter().any(|w| w
+                    == "serverfirst: FTP passive data ports 30000-30003 (container \"vsftpd\", beside FTP control port 21)"),
+                "{mode:?}: {warnings:?}"
+            );
+        }
+    }
+
+    #[test]
     fn warnings_are_cut_to_kubernetes_limit() {
         let long = warning(&"é".repeat(200));
         assert!(long.len() <= MAX_WARNING_LEN);
@@ -736,7 +760,7 @@ mod tests {
         assert_eq!(
             response["response"]["warnings"],
             json!([
-                "serverfirst: would declare Service ports 587 as TCP (appProtocol: tcp)",
+                "serverfirst: would declare Service port 587 as TCP",
                 "serverfirst: port 143 (imap): Istio does not know appProtocol \"smtp\" and sniffs it; set tcp"
             ])
         );

@@ -1,11 +1,11 @@
 //! The pod half of a review: decide on a Pod CREATE and answer with its exclusions.
 
-use super::{Kind, Outcome, ResponseOut, log_decision, warning};
+use super::{Decided, Kind, Outcome, ResponseOut, warning};
 use crate::config::{Config, Mode};
 use crate::mesh::{Decision, Plan, decide};
 use crate::patch;
 use crate::pod::PodView;
-use crate::ports::format_port_list;
+use crate::ports::{format_port_list, phrase};
 
 pub(super) fn review(
     pod: &PodView<'_>,
@@ -33,15 +33,15 @@ pub(super) fn review(
         Decision::Skipped(reason) => reason,
         _ => "",
     };
-    log_decision(
-        Kind::Pod,
-        &pod.display_name(),
-        namespace,
-        &inbound,
+    Decided {
+        kind: Kind::Pod,
+        name: &pod.display_name(),
+        ports: &inbound,
         outcome,
-        mode,
         reason,
-    );
+        warnings: decision.warnings(),
+    }
+    .log(namespace, mode);
     outcome
 }
 
@@ -69,10 +69,14 @@ fn respond_with_plan(
             )
         }
         Mode::Audit => {
+            let (inbound_phrase, outbound_phrase) = (
+                phrase(plan.ports.iter().copied()),
+                phrase(plan.outbound.iter().copied()),
+            );
             let what = match (inbound.is_empty(), outbound.is_empty()) {
-                (false, true) => format!("inbound ports {inbound}"),
-                (true, false) => format!("outbound ports {outbound}"),
-                _ => format!("inbound ports {inbound} and outbound ports {outbound}"),
+                (false, true) => format!("inbound {inbound_phrase}"),
+                (true, false) => format!("outbound {outbound_phrase}"),
+                _ => format!("inbound {inbound_phrase} and outbound {outbound_phrase}"),
             };
             response.warnings.insert(
                 0,

@@ -1,11 +1,11 @@
 //! The Service half of a review: decide on a Service CREATE or UPDATE and answer with its
 //! protocol declarations.
 
-use super::{Kind, Outcome, ResponseOut, log_decision, warning};
+use super::{Decided, Kind, Outcome, ResponseOut, warning};
 use crate::config::{Config, Mode};
 use crate::mesh::service::{ServiceDecision, ServicePlan, decide_service};
 use crate::patch;
-use crate::ports::format_port_list;
+use crate::ports::{format_port_list, phrase};
 use crate::service::ServiceView;
 
 pub(super) fn review(
@@ -17,11 +17,9 @@ pub(super) fn review(
 ) -> Outcome {
     let decision = decide_service(service, config);
     let name = service.display_name();
-    for text in decision.warnings() {
-        // An operator needs these in the log too: the warning only reaches whoever applied it.
-        tracing::warn!(namespace, service = %name, warning = %text, "service port left as declared");
-        response.warnings.push(warning(text));
-    }
+    response
+        .warnings
+        .extend(decision.warnings().iter().map(|w| warning(w)));
     let declared = match &decision {
         ServiceDecision::Planned(plan) => format_port_list(plan.declared.iter().copied()),
         _ => String::new(),
@@ -38,15 +36,15 @@ pub(super) fn review(
         ServiceDecision::Skipped(reason) => reason,
         _ => "",
     };
-    log_decision(
-        Kind::Service,
-        &name,
-        namespace,
-        &declared,
+    Decided {
+        kind: Kind::Service,
+        name: &name,
+        ports: &declared,
         outcome,
-        mode,
         reason,
-    );
+        warnings: decision.warnings(),
+    }
+    .log(namespace, mode);
     outcome
 }
 
@@ -73,7 +71,8 @@ fn respond_with_plan(
             response.warnings.insert(
                 0,
                 warning(&format!(
-                    "would declare Service ports {declared} as TCP (appProtocol: tcp)"
+                    "would declare Service {} as TCP",
+                    phrase(plan.declared.iter().copied())
                 )),
             );
             ("would-declare-tcp-ports", Outcome::WouldPatch)

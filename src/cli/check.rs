@@ -16,6 +16,10 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = TextOrJson::Text)]
     output: TextOrJson,
+    /// Also list the objects without a pod template (ConfigMaps, Secrets, RBAC, ...), which are
+    /// otherwise only counted.
+    #[arg(long)]
+    show_all: bool,
     /// YAML configuration file (catalog overrides, mesh defaults).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -27,9 +31,13 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let sources = manifests::read_sources(&args.file);
     let mut rows = check_sources(&sources, &config);
     manifests::attach_companions(&mut rows, &sources, &config);
+    let listed: Vec<&Row> = rows
+        .iter()
+        .filter(|row| args.show_all || !row.without_template)
+        .collect();
     match args.output {
-        TextOrJson::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-        TextOrJson::Text => print!("{}", text(&rows)),
+        TextOrJson::Json => println!("{}", serde_json::to_string_pretty(&listed)?),
+        TextOrJson::Text => print!("{}", text(&listed)),
     }
     eprintln!("{}", summary(&rows));
     Ok(ExitCode::from(manifests::exit_code(&rows)))
@@ -45,7 +53,7 @@ fn check_sources(sources: &[manifests::Source], config: &Config) -> Vec<Row> {
         .collect()
 }
 
-fn text(rows: &[Row]) -> String {
+fn text(rows: &[&Row]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
@@ -96,18 +104,31 @@ fn text(rows: &[Row]) -> String {
                 row.file, row.line, row.document
             ));
         }
+        for note in &row.notes {
+            out.push_str(&format!(
+                "note: {}:{} (document {}): {note}\n",
+                row.file, row.line, row.document
+            ));
+        }
     }
     out
 }
 
 pub(super) fn summary(rows: &[Row]) -> String {
     let count = |status| rows.iter().filter(|r| r.status == status).count();
-    format!(
+    let mut summary = format!(
         "{} objects: {} would-patch, {} protected, {} not-applicable, {} errors",
         rows.len(),
         count(Status::WouldPatch),
         count(Status::Protected),
         count(Status::NotApplicable),
         count(Status::Error)
-    )
+    );
+    let without_template = rows.iter().filter(|r| r.without_template).count();
+    if without_template > 0 {
+        summary.push_str(&format!(
+            " ({without_template} of them without a pod template)"
+        ));
+    }
+    summary
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::ports::PortSet;
+use crate::ports::{PortSet, phrase};
 
 /// A pod template whose inbound ports serverfirst excludes.
 #[derive(Debug, Clone)]
@@ -178,21 +178,18 @@ fn destination_rule(service: &Service, ports: &[u16]) -> Value {
 
 /// One line of advice for a DestinationRule.
 pub fn advice(rule: &Value) -> String {
-    let ports: Vec<String> = rule
+    let ports = rule
         .pointer("/spec/trafficPolicy/portLevelSettings")
         .and_then(Value::as_array)
-        .map(|settings| {
-            settings
-                .iter()
-                .filter_map(|s| s.pointer("/port/number").map(Value::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.pointer("/port/number")?.as_u64())
+        .filter_map(|port| u16::try_from(port).ok());
     format!(
-        "meshed clients need DestinationRule {} (host {}, tls.mode DISABLE on port {}): Istio auto-mTLS does not know the port is excluded",
+        "meshed clients need DestinationRule {} (host {}, tls.mode DISABLE on {}): Istio auto-mTLS does not know the port is excluded",
         text(rule.pointer("/metadata/name")),
         text(rule.pointer("/spec/host")),
-        ports.join(",")
+        phrase(ports)
     )
 }
 
@@ -229,7 +226,7 @@ mod tests {
         );
         assert!(
             advice(&rules[0])
-                .contains("mox-serverfirst (host mox, tls.mode DISABLE on port 25,1587)")
+                .contains("mox-serverfirst (host mox, tls.mode DISABLE on ports 25,1587)")
         );
     }
 

@@ -16,81 +16,10 @@ use crate::patch;
 use crate::pod::PodView;
 
 pub mod companions;
+mod documents;
 mod text_edit;
 
-/// One YAML document of a stream, with the line it starts on (1-based).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawDocument<'a> {
-    pub line: usize,
-    pub text: &'a str,
-}
-
-/// Splits a YAML stream at `---` document markers (kept with the document they open).
-pub fn split_documents(stream: &str) -> Vec<RawDocument<'_>> {
-    let mut documents = Vec::new();
-    let (mut start, mut start_line, mut offset) = (0, 1, 0);
-    for (number, line) in stream.split_inclusive('\n').enumerate() {
-        let marker = line
-            .strip_prefix("---")
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']));
-        if marker && offset > start {
-            documents.push(RawDocument {
-                line: start_line,
-                text: &stream[start..offset],
-            });
-            (start, start_line) = (offset, number + 1);
-        }
-        offset += line.len();
-    }
-    if offset > start || documents.is_empty() {
-        documents.push(RawDocument {
-            line: start_line,
-            text: &stream[start..],
-        });
-    }
-    documents
-}
-
-/// Parses one document; `Ok(None)` when it holds nothing (comments, bare markers).
-pub fn parse_document(document: &RawDocument<'_>) -> Result<Option<Value>, String> {
-    if document.text.lines().all(|l| is_blank_or_marker(l.trim())) {
-        return Ok(None);
-    }
-    let value: Value =
-        serde_saphyr::from_str(document.text).map_err(|error| yaml_error(document, &error))?;
-    Ok((!value.is_null()).then_some(value))
-}
-
-/// A one-line message with the line number in the file, not in the document.
-fn yaml_error(document: &RawDocument<'_>, error: &serde_saphyr::Error) -> String {
-    let message = error.without_snippet().to_string();
-    let Some(location) = error.location() else {
-        return format!("invalid YAML: {message}");
-    };
-    let reason = message
-        .split_once("column ")
-        .and_then(|(_, rest)| rest.split_once(": "))
-        .map_or(message.as_str(), |(_, reason)| reason);
-    let reason = reason
-        .rsplit_once(" at line ")
-        .map_or(reason, |(reason, _)| reason);
-    let line = document.line
-        + usize::try_from(location.line())
-            .unwrap_or(1)
-            .saturating_sub(1);
-    format!(
-        "invalid YAML at line {line}, column {}: {reason}",
-        location.column()
-    )
-}
-
-fn is_blank_or_marker(line: &str) -> bool {
-    line.is_empty()
-        || line.starts_with('#')
-        || line == "---"
-        || line == "..."
-        || line.starts_with("--- #")
-}
+pub use documents::{RawDocument, Unreadable, parse_document, split_documents};
 
 /// Where a pod template sits in an object of `kind`, as JSON pointer tokens.
 pub fn template_path(kind: &str) -> Option<&'static [&'static str]> {
@@ -277,6 +206,13 @@ pub struct Row {
     pub message: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Why ports that look like a known protocol are left alone (it is off).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// The object has no pod template (ConfigMap, Secret, RBAC, ...): counted, listed only on
+    /// request.
+    #[serde(skip)]
+    pub without_template: bool,
     /// Objects the user still needs beside the exclusion (see [`companions`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub companions: Vec<String>,
@@ -328,6 +264,8 @@ impl Row {
             changes: Vec::new(),
             message: String::new(),
             warnings: Vec::new(),
+            notes: Vec::new(),
+            without_template: false,
             companions: Vec::new(),
         }
     }
@@ -344,6 +282,14 @@ impl Row {
         }
     }
 
+    fn unparsable(file: &str, document: usize, line: usize, unreadable: Unreadable) -> Row {
+        Row {
+            kind: unreadable.kind,
+            name: unreadable.name,
+            ..Row::error(file, document, line, unreadable.message)
+        }
+    }
+
     fn from_report(file: &str, document: usize, line: usize, report: ObjectReport) -> Row {
         let mut row = Row {
             item: report.item,
@@ -355,6 +301,7 @@ impl Row {
         match report.verdict {
             Verdict::NoPodTemplate => {
                 row.status = Status::NotApplicable;
+                row.without_template = true;
                 row.message = format!(
                     "kind {} has no pod template",
                     if row.kind.is_empty() {
@@ -367,6 +314,7 @@ impl Row {
             Verdict::Invalid(message) => row.message = message,
             Verdict::Decided(decision) => {
                 row.warnings = decision.warnings().to_vec();
+                row.notes = decision.notes();
                 match decision {
                     Decision::Skipped(reason) => {
                         row.status = Status::NotApplicable;
@@ -374,7 +322,10 @@ impl Row {
                     }
                     Decision::NoPorts { .. } => {
                         row.status = Status::NotApplicable;
-                        row.message = "no server-first ports".to_string();
+                        row.message = match row.notes.is_empty() {
+                            true => "no server-first ports".to_string(),
+                            false => std::mem::take(&mut row.notes).join("; "),
+                        };
                     }
                     Decision::Planned(plan) => {
                         row.ports = plan.ports.iter().copied().collect();
@@ -413,7 +364,9 @@ pub fn check_text(file: &str, text: &str, config: &Config) -> Vec<Row> {
                     .into_iter()
                     .map(|r| Row::from_report(file, index + 1, document.line, r)),
             ),
-            Err(message) => rows.push(Row::error(file, index + 1, document.line, message)),
+            Err(unreadable) => {
+                rows.push(Row::unparsable(file, index + 1, document.line, unreadable))
+            }
         }
     }
     rows
@@ -430,8 +383,8 @@ pub fn render_text(file: &str, text: &str, config: &Config) -> (String, Vec<Row>
                 out.push_str(document.text);
                 continue;
             }
-            Err(message) => {
-                rows.push(Row::error(file, index + 1, document.line, message));
+            Err(unreadable) => {
+                rows.push(Row::unparsable(file, index + 1, document.line, unreadable));
                 out.push_str(document.text);
                 continue;
             }
@@ -641,35 +594,6 @@ pub fn exit_code(rows: &[Row]) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splits_at_document_markers_only() {
-        let stream = "a: 1\n---\nb: 2\n--- # comment\nc: |\n  ---x\n---\n";
-        let docs = split_documents(stream);
-        let texts: Vec<(usize, &str)> = docs.iter().map(|d| (d.line, d.text)).collect();
-        assert_eq!(
-            texts,
-            [
-                (1, "a: 1\n"),
-                (2, "---\nb: 2\n"),
-                (4, "--- # comment\nc: |\n  ---x\n"),
-                (7, "---\n")
-            ]
-        );
-        assert_eq!(split_documents("").len(), 1);
-        assert_eq!(split_documents("---\na: 1\n")[0].text, "---\na: 1\n");
-    }
-
-    #[test]
-    fn empty_documents_hold_nothing() {
-        for text in ["", "---\n", "# only a comment\n", "---\n...\n", "null\n"] {
-            assert_eq!(
-                parse_document(&RawDocument { line: 1, text }),
-                Ok(None),
-                "{text:?}"
-            );
-        }
-    }
 
     #[test]
     fn template_paths_by_kind() {

@@ -204,6 +204,8 @@ pub enum Decision {
     /// Nothing server-first found.
     NoPorts {
         warnings: Vec<String>,
+        /// Why ports that look like a known protocol were left alone (it is off).
+        notes: Vec<String>,
     },
     Planned(Plan),
 }
@@ -217,10 +219,19 @@ impl Decision {
         }
     }
 
+    /// Informational lines for reports: ports of known protocols that are off.
+    pub fn notes(&self) -> Vec<String> {
+        match self {
+            Decision::Planned(plan) => plan.detection.off_notes(),
+            Decision::NoPorts { notes, .. } => notes.clone(),
+            Decision::Skipped(_) => Vec::new(),
+        }
+    }
+
     pub fn warnings(&self) -> &[String] {
         match self {
             Decision::Planned(plan) => &plan.warnings,
-            Decision::NoPorts { warnings } => warnings,
+            Decision::NoPorts { warnings, .. } => warnings,
             Decision::Skipped(_) => &[],
         }
     }
@@ -249,7 +260,10 @@ pub fn decide(pod: &PodView<'_>, config: &Config) -> Decision {
         return Decision::Skipped(reason);
     }
     if ports.inbound.is_empty() && ports.outbound.is_empty() {
-        return Decision::NoPorts { warnings };
+        return Decision::NoPorts {
+            warnings,
+            notes: detection.off_notes(),
+        };
     }
     let mut changes = Vec::new();
     for mesh in active {
@@ -322,7 +336,10 @@ mod tests {
     fn skips_and_empty_pods() {
         assert_eq!(
             decide_json(json!({"spec": {"containers": [{"ports": [{"containerPort": 80}]}]}})),
-            Decision::NoPorts { warnings: vec![] }
+            Decision::NoPorts {
+                warnings: vec![],
+                notes: vec![]
+            }
         );
         assert!(matches!(
             decide_json(

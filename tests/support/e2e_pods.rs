@@ -31,6 +31,42 @@ pub fn created_pod() -> Value {
     review["request"]["object"].clone()
 }
 
+/// The FTP control port and the passive data range of the FTP pod.
+pub const FTP_CONTROL_PORT: u16 = 21;
+pub const FTP_PASSIVE_PORTS: [u16; 2] = [30000, 30001];
+/// The POP3 port of the POP3 pod.
+pub const POP3_PORT: u16 = 110;
+
+/// The captured review's pod with its containers replaced by one that declares `ports`.
+fn pod_with_ports(container: &str, ports: Value) -> Value {
+    let mut pod = created_pod();
+    pod["spec"]["containers"] =
+        json!([{ "name": container, "image": "example.test/app:1", "ports": ports }]);
+    pod
+}
+
+/// An FTP server pod as created: the named control port and its passive ports, unnamed, which
+/// serverfirst takes as passive ports because they sit beside an FTP control port.
+pub fn ftp_pod() -> Value {
+    let mut ports =
+        vec![json!({ "name": "ftp", "containerPort": FTP_CONTROL_PORT, "protocol": "TCP" })];
+    // The passive range as public FTP manifests declare it: bare container ports.
+    ports.extend(
+        FTP_PASSIVE_PORTS
+            .iter()
+            .map(|port| json!({ "containerPort": port, "protocol": "TCP" })),
+    );
+    pod_with_ports("ftp", Value::Array(ports))
+}
+
+/// A POP3 server pod as created.
+pub fn pop3_pod() -> Value {
+    pod_with_ports(
+        "pop3",
+        json!([{ "name": "pop3", "containerPort": POP3_PORT, "protocol": "TCP" }]),
+    )
+}
+
 /// Every `containerPort` of the pod's containers.
 pub fn container_ports(pod: &Value) -> Vec<u16> {
     let containers = pod["spec"]["containers"].as_array().expect("containers");
@@ -114,4 +150,10 @@ pub async fn admitted_shapes() -> Vec<(Shape, Value)> {
         admitted.push((shape, pod));
     }
     admitted
+}
+
+/// The pod serverfirst's webhook (default configuration) returns for `pod`.
+pub async fn admitted(pod: &Value) -> Value {
+    let server = TestServer::start(Config::default(), Limits::default()).await;
+    admit(&server, pod).await
 }
