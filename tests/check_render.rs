@@ -49,7 +49,7 @@ fn check_finds_the_template_of_every_workload_kind() {
                 Status::WouldPatch,
                 &[587]
             ),
-            row("Service", "mox", Status::NotApplicable, &[]),
+            row("Service", "mox", Status::Protected, &[25]),
             row("Deployment", "web", Status::NotApplicable, &[]),
         ]
     );
@@ -58,7 +58,8 @@ fn check_finds_the_template_of_every_workload_kind() {
         "merged with the existing exclude list"
     );
     assert_eq!((rows[1].document, rows[1].line), (2, 13));
-    assert_eq!(rows[8].message, "kind Service has no pod template");
+    // The Service is decided on too, and listed: 25 is already TCP to Istio.
+    assert!(!rows[8].without_template && rows[8].changes.is_empty(), "{:?}", rows[8]);
     assert_eq!(manifests::exit_code(&rows), 1);
 }
 
@@ -345,7 +346,7 @@ fn check_reports_real_manifests_in_the_operators_terms() {
     // The ConfigMap is counted, not listed; --show-all lists it.
     assert!(!stdout.contains("ConfigMap"), "{stdout}");
     assert!(
-        stderr.contains("3 objects: 1 would-patch, 0 protected, 2 not-applicable, 0 errors (2 of them without a pod template)"),
+        stderr.contains("3 objects: 2 would-patch, 0 protected, 1 not-applicable, 0 errors (1 of them without a pod template)"),
         "{stderr}"
     );
     let (_, all, _) = serverfirst(
@@ -444,4 +445,71 @@ fn a_port_of_a_protocol_that_is_off_is_named_in_the_row() {
         rows[0].message,
         "3306 is mysql, off by default: `catalog.enable: [mysql]`"
     );
+}
+
+#[test]
+fn check_and_render_declare_service_ports_keeping_comments() {
+    let service = "\
+# The mail front door.
+apiVersion: v1
+kind: Service
+metadata:
+  name: mox # MTA
+  namespace: mail
+spec:
+  selector:
+    app: mox
+  ports:
+    # Mail submission, sniffed by meshed clients as written.
+    - name: submission
+      port: 587
+      targetPort: submission
+    - name: http
+      port: 80
+    - name: imap
+      port: 143
+      appProtocol: smtp
+";
+    let config = Config::default();
+    let rows = check_text("svc.yaml", service, &config);
+    assert_eq!(
+        summary(&rows),
+        [row("Service", "mox", Status::WouldPatch, &[143, 587])]
+    );
+    let changes: Vec<(&str, &str)> = rows[0]
+        .changes
+        .iter()
+        .map(|c| (c.annotation.as_str(), c.value.as_str()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("spec.ports[0].appProtocol", "tcp"),
+            ("serverfirst.dev/declared-tcp-ports", "587")
+        ]
+    );
+    assert!(
+        rows[0].warnings[0]
+            .starts_with("port 143 (imap): Istio does not know appProtocol \"smtp\""),
+        "{:?}",
+        rows[0].warnings
+    );
+
+    let (rendered, _) = render_text("svc.yaml", service, &config);
+    let expected = service
+        .replace(
+            "  namespace: mail\n",
+            "  namespace: mail\n  annotations:\n    serverfirst.dev/declared-tcp-ports: \"587\"\n",
+        )
+        .replace(
+            "      targetPort: submission\n",
+            "      targetPort: submission\n      appProtocol: tcp\n",
+        );
+    assert_eq!(rendered, expected);
+    let rows = check_text("svc.yaml", &rendered, &config);
+    assert_eq!(
+        summary(&rows),
+        [row("Service", "mox", Status::Protected, &[143, 587])]
+    );
+    assert_eq!(render_text("svc.yaml", &rendered, &config).0, rendered);
 }

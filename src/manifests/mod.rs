@@ -1,5 +1,6 @@
-//! Offline manifests: multi-document YAML or JSON → pod templates of workload kinds → the same
-//! decisions the webhook makes, and the same documents with the changes applied.
+//! Offline manifests: multi-document YAML or JSON → pod templates of workload kinds, and
+//! Services → the same decisions the webhook makes, and the same documents with the changes
+//! applied.
 //!
 //! Documents are split on `---` markers and parsed one by one, so a broken document is reported
 //! and the others are still processed. Rendering rewrites only the documents that change; the
@@ -11,9 +12,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::Config;
+use crate::mesh::service::{ServiceChange, ServiceDecision, decide_service};
 use crate::mesh::{Change, Decision, decide};
 use crate::patch;
 use crate::pod::PodView;
+use crate::service::ServiceView;
 
 pub mod companions;
 mod documents;
@@ -51,6 +54,8 @@ pub struct ObjectReport {
 pub enum Verdict {
     /// A workload: the decision for its pod template.
     Decided(Decision),
+    /// A Service: the decision on its ports' protocol declarations.
+    Service(ServiceDecision),
     /// A kind without a pod template (Service, ConfigMap, ...).
     NoPodTemplate,
     /// A workload whose template cannot be used; the message says why.
@@ -116,6 +121,10 @@ fn report(item: Option<usize>, object: &Value, config: &Config) -> ObjectReport 
             .to_string()
     };
     let verdict = match template_path(&kind) {
+        None if kind == "Service" => match ServiceView::deserialize(object) {
+            Ok(service) => Verdict::Service(decide_service(&service, config)),
+            Err(error) => Verdict::Invalid(format!("not a valid Service: {error}")),
+        },
         None => Verdict::NoPodTemplate,
         Some(path) => match template(object, path) {
             Err(message) => Verdict::Invalid(message),
@@ -154,24 +163,33 @@ fn template<'v>(object: &'v Value, path: &[&str]) -> Result<&'v Value, String> {
 
 fn render_object(item: Option<usize>, object: &mut Value, config: &Config) -> (ObjectReport, bool) {
     let report = report(item, object, config);
-    let Verdict::Decided(decision) = &report.verdict else {
-        return (report, false);
-    };
-    if decision.changes().is_empty() {
-        return (report, false);
-    }
-    let path = template_path(&report.kind).unwrap_or_default();
-    let pointer: String = path.iter().map(|token| format!("/{token}")).collect();
-    let Some(template) = object.pointer_mut(&pointer) else {
-        return (report, false);
-    };
-    let applied = match PodView::deserialize(&*template) {
-        Ok(pod) => {
-            let patch = patch::build(&pod, decision.changes());
-            drop(pod);
-            json_patch::patch(template, &patch.0).map_err(|e| e.to_string())
+    let applied = match &report.verdict {
+        Verdict::Decided(decision) if !decision.changes().is_empty() => {
+            let path = template_path(&report.kind).unwrap_or_default();
+            let pointer: String = path.iter().map(|token| format!("/{token}")).collect();
+            let Some(template) = object.pointer_mut(&pointer) else {
+                return (report, false);
+            };
+            match PodView::deserialize(&*template) {
+                Ok(pod) => {
+                    let patch = patch::build(&pod, decision.changes());
+                    drop(pod);
+                    json_patch::patch(template, &patch.0).map_err(|e| e.to_string())
+                }
+                Err(error) => Err(error.to_string()),
+            }
         }
-        Err(error) => Err(error.to_string()),
+        Verdict::Service(decision) if !decision.changes().is_empty() => {
+            match ServiceView::deserialize(&*object) {
+                Ok(service) => {
+                    let patch = patch::build_service(&service, decision.changes());
+                    drop(service);
+                    json_patch::patch(object, &patch.0).map_err(|e| e.to_string())
+                }
+                Err(error) => Err(error.to_string()),
+            }
+        }
+        _ => return (report, false),
     };
     match applied {
         Ok(()) => (report, true),
@@ -312,6 +330,7 @@ impl Row {
                 );
             }
             Verdict::Invalid(message) => row.message = message,
+            Verdict::Service(decision) => row.set_service_decision(decision),
             Verdict::Decided(decision) => {
                 row.warnings = decision.warnings().to_vec();
                 row.notes = decision.notes();
@@ -350,6 +369,42 @@ impl Row {
             }
         }
         row
+    }
+}
+
+impl Row {
+    fn set_service_decision(&mut self, decision: ServiceDecision) {
+        self.warnings = decision.warnings().to_vec();
+        self.status = Status::NotApplicable;
+        match decision {
+            ServiceDecision::Skipped(reason) => self.message = reason.to_string(),
+            ServiceDecision::NoPorts => self.message = "no server-first ports".to_string(),
+            ServiceDecision::Planned(plan) => {
+                let ports: crate::ports::PortSet = plan.findings.iter().map(|f| f.port).collect();
+                self.ports = ports.into_iter().collect();
+                self.status = match plan.changes.is_empty() {
+                    true => Status::Protected,
+                    false => Status::WouldPatch,
+                };
+                self.changes = plan.changes.iter().map(AnnotationOut::from).collect();
+            }
+        }
+    }
+}
+
+impl From<&ServiceChange> for AnnotationOut {
+    /// A port's field is named by its path: `spec.ports[1].appProtocol`.
+    fn from(change: &ServiceChange) -> Self {
+        let (annotation, value) = match change {
+            ServiceChange::SetAnnotation { key, value } => (key.clone(), value),
+            ServiceChange::SetAppProtocol { port, value } => {
+                (format!("spec.ports[{port}].appProtocol"), value)
+            }
+        };
+        AnnotationOut {
+            annotation,
+            value: value.clone(),
+        }
     }
 }
 
@@ -411,7 +466,7 @@ pub fn render_text(file: &str, text: &str, config: &Config) -> (String, Vec<Row>
     (out, rows)
 }
 
-/// The document with its annotations set by editing lines (comments kept), when that yields
+/// The document with its changes made by editing lines (comments kept), when that yields
 /// exactly `expected`.
 fn edit_text(
     document: &RawDocument<'_>,
@@ -422,27 +477,55 @@ fn edit_text(
         ObjectReport {
             item: None,
             kind,
-            verdict: Verdict::Decided(decision),
+            verdict,
             ..
         },
     ] = reports
     else {
         return None;
     };
-    let annotations = decision
-        .changes()
-        .iter()
-        .map(|change| match change {
-            Change::SetAnnotation { key, value } => Some((key.as_str(), value.as_str())),
-            _ => None,
-        })
-        .collect::<Option<Vec<_>>>()?;
-    let metadata_path: Vec<&str> = template_path(kind)?
-        .iter()
-        .copied()
-        .chain(["metadata"])
-        .collect();
-    let edited = text_edit::set_annotations(document.text, &metadata_path, &annotations)?;
+    let edited = match verdict {
+        Verdict::Decided(decision) => {
+            let annotations = decision
+                .changes()
+                .iter()
+                .map(|change| match change {
+                    Change::SetAnnotation { key, value } => Some((key.as_str(), value.as_str())),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?;
+            let metadata_path: Vec<&str> = template_path(kind)?
+                .iter()
+                .copied()
+                .chain(["metadata"])
+                .collect();
+            text_edit::set_annotations(document.text, &metadata_path, &annotations)?
+        }
+        Verdict::Service(decision) => {
+            let mut annotations = Vec::new();
+            let mut port_fields = Vec::new();
+            for change in decision.changes() {
+                match change {
+                    ServiceChange::SetAnnotation { key, value } => {
+                        annotations.push((key.as_str(), value.as_str()))
+                    }
+                    ServiceChange::SetAppProtocol { port, value } => {
+                        port_fields.push((*port, "appProtocol", value.as_str()))
+                    }
+                }
+            }
+            let mut edited = document.text.to_string();
+            if !port_fields.is_empty() {
+                edited =
+                    text_edit::set_list_item_fields(&edited, &["spec", "ports"], &port_fields)?;
+            }
+            if !annotations.is_empty() {
+                edited = text_edit::set_annotations(&edited, &["metadata"], &annotations)?;
+            }
+            edited
+        }
+        _ => return None,
+    };
     let reparsed = parse_document(&RawDocument {
         line: document.line,
         text: &edited,

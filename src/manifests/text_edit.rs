@@ -1,5 +1,5 @@
-//! Sets annotations in a block-style YAML document by editing its lines, so that comments,
-//! quoting and layout survive. Only the common shapes are handled; the caller checks the result
+//! Sets annotations (and fields of list items, such as a Service port's `appProtocol`) in a
+//! block-style YAML document by editing its lines, so that comments, quoting and layout survive. Only the common shapes are handled; the caller checks the result
 //! by parsing it and falls back to re-serialising the document when it is not exactly right.
 
 /// One meaningful line: its indentation and, when it opens or holds a mapping entry, the key
@@ -100,11 +100,7 @@ pub fn set_annotations(
 ) -> Option<String> {
     let lines: Vec<&str> = document.split_inclusive('\n').collect();
     let entries = entries(&lines);
-    let eol = if document.contains("\r\n") {
-        "\r\n"
-    } else {
-        "\n"
-    };
+    let eol = line_ending(document);
     let entry_line = |key: &str, value: &str, indent: usize| {
         format!("{}{key}: \"{value}\"{eol}", " ".repeat(indent))
     };
@@ -172,7 +168,80 @@ pub fn set_annotations(
         None => return None,
     }
 
-    let mut out = String::with_capacity(document.len() + 256);
+    Some(assemble(&lines, &inserts, &replaces, eol))
+}
+
+/// Adds `key: value` to item `index` of the block sequence at `list_path`, for each
+/// `(index, key, value)`; `None` when the shape is not one this edit handles (flow items, an
+/// item that already has the key, ...).
+pub fn set_list_item_fields(
+    document: &str,
+    list_path: &[&str],
+    fields: &[(usize, &str, &str)],
+) -> Option<String> {
+    let lines: Vec<&str> = document.split_inclusive('\n').collect();
+    let entries = entries(&lines);
+    let eol = line_ending(document);
+    let (list, _) = find(&entries, list_path)?;
+    let first = entries.get(list + 1)?;
+    if !opens_block(entries[list].rest) || first.indent < entries[list].indent {
+        return None;
+    }
+    // A sequence may sit at its key's own indentation, so its end is found here, not by `find`.
+    let item_indent = first.indent;
+    let is_item = |entry: &Entry<'_>| entry.indent == item_indent && entry.rest.starts_with('-');
+    let end = (list + 1..entries.len())
+        .find(|&i| {
+            entries[i].indent < item_indent
+                || (entries[i].indent == item_indent && !is_item(&entries[i]))
+        })
+        .unwrap_or(entries.len());
+    let items: Vec<usize> = (list + 1..end).filter(|&i| is_item(&entries[i])).collect();
+    let mut inserts = Vec::new();
+    for &(index, key, value) in fields {
+        let start = *items.get(index)?;
+        let item_end = items.get(index + 1).copied().unwrap_or(end);
+        let after_dash = entries[start].rest.strip_prefix('-')?;
+        let body = after_dash.trim_start();
+        let (first_key, _) = split_key(body)?;
+        let key_indent = item_indent + 1 + (after_dash.len() - body.len());
+        let has_key = first_key == key
+            || (start + 1..item_end)
+                .any(|i| entries[i].indent == key_indent && entries[i].key == Some(key));
+        if has_key {
+            return None;
+        }
+        let value = match value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            true => value.to_string(),
+            false => format!("\"{value}\""),
+        };
+        inserts.push((
+            line_after(&entries, item_end - 1, &lines),
+            format!("{}{key}: {value}{eol}", " ".repeat(key_indent)),
+        ));
+    }
+    Some(assemble(&lines, &inserts, &[], eol))
+}
+
+fn line_ending(document: &str) -> &'static str {
+    if document.contains("\r\n") {
+        "\r\n"
+    } else {
+        "\n"
+    }
+}
+
+/// `lines` with `inserts` (text before a line index) and `replaces` (text instead of a line).
+fn assemble(
+    lines: &[&str],
+    inserts: &[(usize, String)],
+    replaces: &[(usize, String)],
+    eol: &str,
+) -> String {
+    let mut out = String::with_capacity(lines.iter().map(|l| l.len()).sum::<usize>() + 256);
     for (index, line) in lines.iter().enumerate() {
         for (_, text) in inserts.iter().filter(|(at, _)| *at == index) {
             out.push_str(text);
@@ -188,7 +257,7 @@ pub fn set_annotations(
     for (_, text) in inserts.iter().filter(|(at, _)| *at == lines.len()) {
         out.push_str(text);
     }
-    Some(out)
+    out
 }
 
 /// The line index just after entry `last` and its continuation lines (multi-line values).
@@ -257,5 +326,47 @@ mod tests {
         assert!(set_annotations(doc, &["metadata"], &[("k", "1")]).is_none());
         let doc = "metadata:\n  annotations: {a: b}\n";
         assert!(set_annotations(doc, &["metadata"], &[("k", "1")]).is_none());
+    }
+    #[test]
+    fn adds_fields_to_list_items_keeping_comments() {
+        let doc = "kind: Service\nspec:\n  ports:\n    # web\n    - name: http\n      port: 80\n    # mail\n    - name: submission # MSA\n      port: 587\n  selector:\n    app: mox\n";
+        let edited =
+            set_list_item_fields(doc, &["spec", "ports"], &[(1, "appProtocol", "tcp")]).unwrap();
+        assert_eq!(
+            edited,
+            "kind: Service\nspec:\n  ports:\n    # web\n    - name: http\n      port: 80\n    # mail\n    - name: submission # MSA\n      port: 587\n      appProtocol: tcp\n  selector:\n    app: mox\n"
+        );
+        // A sequence at its key's indentation, the item last in the document.
+        let doc = "spec:\n  ports:\n  - port: 110\n    name: pop3\n  - port: 143\n";
+        let edited = set_list_item_fields(
+            doc,
+            &["spec", "ports"],
+            &[(0, "appProtocol", "tcp"), (1, "appProtocol", "tcp")],
+        )
+        .unwrap();
+        assert_eq!(
+            edited,
+            "spec:\n  ports:\n  - port: 110\n    name: pop3\n    appProtocol: tcp\n  - port: 143\n    appProtocol: tcp\n"
+        );
+    }
+
+    #[test]
+    fn list_item_shapes_it_does_not_handle() {
+        for (doc, index) in [
+            ("spec:\n  ports: [{port: 25}]\n", 0),
+            ("spec:\n  ports:\n    - {port: 25}\n", 0),
+            (
+                "spec:\n  ports:\n    - port: 25\n      appProtocol: smtp\n",
+                0,
+            ),
+            ("spec:\n  ports:\n    - port: 25\n", 1),
+            ("spec:\n  selector: {}\n", 0),
+        ] {
+            assert_eq!(
+                set_list_item_fields(doc, &["spec", "ports"], &[(index, "appProtocol", "tcp")]),
+                None,
+                "{doc}"
+            );
+        }
     }
 }
