@@ -3,7 +3,9 @@
 //!
 //! A sidecar that sniffs the client's first bytes never sees any on a server-first port, so the
 //! server's banner never reaches the client. serverfirst finds those ports in each Pod as it is
-//! created and excludes them from sidecar capture, merged with what the Pod already says.
+//! created and excludes them from sidecar capture, merged with what the Pod already says; and it
+//! declares them TCP on each Service as it is created or updated, so that meshed clients' sidecars
+//! do not sniff them either.
 //!
 //! # Layout
 //! - [`audit`]: live-cluster audit of running pods through the Kubernetes API.
@@ -13,9 +15,11 @@
 //! - [`detect`]: Pod view → server-first ports found (pure).
 //! - [`service`]: the small view of a Service, as [`pod`] is for pods.
 //! - [`service_ports`]: Service view → the ports that serve a server-first protocol (pure).
-//! - [`mesh`]: per-mesh planning of the annotation and argument changes (pure).
+//! - [`mesh`]: per-mesh planning of the annotation and argument changes, and of Services'
+//!   protocol declarations (pure).
 //! - [`patch`]: plan → RFC 6902 JSON Patch, verified by applying it (pure).
-//! - [`admission`]: AdmissionReview v1 in, AdmissionReview v1 out; no HTTP types.
+//! - [`admission`]: AdmissionReview v1 in (pods and Services), AdmissionReview v1 out; no HTTP
+//!   types.
 //! - [`server`]: the HTTPS webhook and the plain-HTTP health/metrics listener.
 //! - [`tls`]: serving certificate loading and hot reload.
 //! - [`metrics`]: the Prometheus metrics.
