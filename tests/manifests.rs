@@ -190,12 +190,7 @@ fn overlays_and_examples_render_and_pass_strict_schema_validation() {
                 object["metadata"]["name"]
             );
         }
-        let bundles: Vec<&Value> = configuration["webhooks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|w| &w["clientConfig"]["caBundle"])
-            .collect();
+        let bundles = ca_bundles(configuration);
         if overlay == "cert-manager" {
             assert!(
                 bundles.iter().all(|b| b.is_null()),

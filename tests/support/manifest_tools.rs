@@ -180,6 +180,16 @@ pub fn check_webhook_hygiene(context: &str, webhook: &Value) {
     );
 }
 
+/// The caBundle of each webhook of a MutatingWebhookConfiguration (null where there is none).
+pub fn ca_bundles(configuration: &Value) -> Vec<&Value> {
+    configuration["webhooks"]
+        .as_array()
+        .expect("webhooks is a list")
+        .iter()
+        .map(|w| &w["clientConfig"]["caBundle"])
+        .collect()
+}
+
 pub fn only<'a>(objects: &'a [Value], kind: &str, context: &str) -> &'a Value {
     let found: Vec<_> = objects.iter().filter(|o| o["kind"] == kind).collect();
     assert_eq!(
