@@ -23,18 +23,73 @@
 {{- list $service (printf "%s.%s" $service $namespace) (printf "%s.%s.svc" $service $namespace) (printf "%s.%s.svc.cluster.local" $service $namespace) | toJson }}
 {{- end }}
 
-{{/* Labels of the webhook's pods; the Deployment, Service, PDB and ServiceMonitor select on them. */}}
+{{/*
+Labels of one component's pods, selected on by its Deployment (and Service, PDB, ServiceMonitor).
+Called with (dict "root" $ "component" "webhook").
+*/}}
+{{- define "serverfirst.componentSelectorLabels" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "serverfirst.componentLabels" -}}
+{{ include "serverfirst.componentSelectorLabels" . }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end }}
+
+{{/* The webhook's: what every object of the chart carries. */}}
 {{- define "serverfirst.selectorLabels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
-app.kubernetes.io/component: webhook
+{{ include "serverfirst.componentSelectorLabels" (dict "root" . "component" "webhook") }}
 {{- end }}
 
 {{- define "serverfirst.labels" -}}
-{{ include "serverfirst.selectorLabels" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{ include "serverfirst.componentLabels" (dict "root" . "component" "webhook") }}
+{{- end }}
+
+{{/*
+What every serverfirst pod spec shares, whichever component: image pull secrets, scheduling and
+the restricted pod securityContext. Indented by the caller.
+*/}}
+{{- define "serverfirst.podSpecCommon" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 65532
+  runAsGroup: 65532
+  # Group that owns the mounted Secret files, so the non-root process can read them.
+  fsGroup: 65532
+  seccompProfile:
+    type: RuntimeDefault
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The serverfirst image, and the container securityContext every component runs with. */}}
+{{- define "serverfirst.containerCommon" -}}
+image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  runAsNonRoot: true
+  capabilities:
+    drop:
+      - ALL
 {{- end }}
 
 {{/*
