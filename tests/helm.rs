@@ -802,15 +802,7 @@ async fn helm_certificate_is_kept_across_upgrades_and_renewed_near_expiry() {
     let kubeconfig = api.kubeconfig(dir.path(), "stub", &[("stub", "default")]);
     let upgrade = |served: Vec<Value>| {
         objects.serve(&as_installed(&served));
-        let helm = helm.clone();
-        let kubeconfig = kubeconfig.clone();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                helm.template_against(&kubeconfig, RELEASE, NAMESPACE)
-            })
-            .await
-            .unwrap()
-        }
+        render_against(&helm, &kubeconfig, Vec::new())
     };
 
     let second = upgrade(first.clone()).await;
@@ -873,6 +865,44 @@ async fn helm_certificate_is_kept_across_upgrades_and_renewed_near_expiry() {
             next.not_after
         );
     }
+}
+
+/// `helm template --dry-run=server` off the runtime's threads (the stub API server runs on them).
+async fn render_against(
+    helm: &std::sync::Arc<Helm>,
+    kubeconfig: &Path,
+    args: Vec<String>,
+) -> Vec<Value> {
+    let helm = helm.clone();
+    let kubeconfig = kubeconfig.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        helm.template_against(&kubeconfig, RELEASE, NAMESPACE, &args)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_apis_are_found_in_the_clusters_discovery() {
+    let Some((helm, _)) = HelmTools::find("capabilities from discovery") else {
+        return;
+    };
+    let helm = std::sync::Arc::new(helm);
+    let api = StubApi::start(ObjectApi::default().router()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path(), "stub", &[("stub", "default")]);
+    // The stub's discovery lists cert-manager.io/v1 and monitoring.coreos.com/v1.
+    let args = [
+        "certificates.source=cert-manager",
+        "metrics.serviceMonitor.enabled=true",
+    ]
+    .iter()
+    .flat_map(|a| ["--set".to_string(), a.to_string()])
+    .collect();
+    let objects = render_against(&helm, &kubeconfig, args).await;
+    let configuration = only(&objects, "MutatingWebhookConfiguration", "discovery");
+    check_cert_manager("discovery", &objects, configuration);
+    check_service_monitor("discovery", &objects);
 }
 
 /// The objects as `helm install` leaves them in the cluster: with Helm's ownership metadata,

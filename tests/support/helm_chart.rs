@@ -126,6 +126,7 @@ impl Helm {
         kubeconfig: &Path,
         release: &str,
         namespace: &str,
+        args: &[String],
     ) -> Vec<Value> {
         let mut command = Command::new(&self.bin);
         command
@@ -134,6 +135,7 @@ impl Helm {
             .args(["--namespace", namespace])
             // The stub serves discovery and objects, not OpenAPI documents.
             .args(["--dry-run=server", "--disable-openapi-validation"])
+            .args(args)
             .env("KUBECONFIG", kubeconfig);
         let text = self
             .output(&mut command)
