@@ -149,9 +149,32 @@ fn chart_passes_helm_lint_strict() {
     let Some((helm, _)) = HelmTools::find("helm lint") else {
         return;
     };
-    let output = helm.run(&["lint", "--strict", &chart_dir().display().to_string()]);
-    assert!(output.is_ok(), "helm lint --strict: {output:?}");
-    println!("{}", output.unwrap());
+    let ca_bundle = BASE64.encode(
+        serverfirst::certs::generate(&["x".into()], 1)
+            .unwrap()
+            .ca_pem,
+    );
+    let chart = chart_dir().display().to_string();
+    // `helm lint` cannot be told which APIs the cluster serves, so certificates.source=cert-manager
+    // is rendered (with --api-versions) by the next test instead.
+    for kube_version in KUBERNETES_VERSIONS {
+        for mode in MODES {
+            for source in ["helm", "secret"] {
+                let mut args = vec!["lint".to_string(), "--strict".into(), chart.clone()];
+                args.extend(["--kube-version".into(), kube_version.into()]);
+                args.extend(["--set".into(), format!("mode={mode}")]);
+                args.extend(source_args(source, &ca_bundle));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let output = helm.run(&args);
+                assert!(output.is_ok(), "helm {args:?}: {output:?}");
+                let summary = output.unwrap();
+                println!(
+                    "helm lint --strict, {mode} × {source} × Kubernetes {kube_version}: {}",
+                    summary.lines().last().unwrap_or_default()
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -550,6 +573,11 @@ fn missing_apis_and_values_fail_with_their_name() {
             .flat_map(|a| ["--set".to_string(), a.to_string()])
             .collect()
     };
+    let pem = BASE64.encode(
+        serverfirst::certs::generate(&["x".into()], 1)
+            .unwrap()
+            .ca_pem,
+    );
     let cases = [
         (
             set(&["certificates.source=cert-manager"]),
@@ -560,8 +588,19 @@ fn missing_apis_and_values_fail_with_their_name() {
             "needs the API monitoring.coreos.com/v1 (kind ServiceMonitor)",
         ),
         (
-            set(&["certificates.source=secret", "certificates.caBundle=Zm9v"]),
+            set(&[
+                "certificates.source=secret",
+                &format!("certificates.caBundle={pem}"),
+            ]),
             "certificates.secretName is required",
+        ),
+        (
+            set(&[
+                "certificates.source=secret",
+                "certificates.secretName=mine",
+                "certificates.caBundle=Zm9v",
+            ]),
+            "certificates.caBundle must be base64 of the CA's PEM",
         ),
         (
             set(&["certificates.source=secret", "certificates.secretName=mine"]),
