@@ -144,16 +144,21 @@ fn value_names(prefix: &str, value: &Value, names: &mut Vec<String>) {
 // ---------------------------------------------------------------------------------------------
 // With helm
 
+/// A caBundle for certificates.source=secret: base64 of a CA's PEM.
+fn any_ca_bundle() -> String {
+    BASE64.encode(
+        serverfirst::certs::generate(&["x".into()], 1)
+            .unwrap()
+            .ca_pem,
+    )
+}
+
 #[test]
 fn chart_passes_helm_lint_strict() {
     let Some((helm, _)) = HelmTools::find("helm lint") else {
         return;
     };
-    let ca_bundle = BASE64.encode(
-        serverfirst::certs::generate(&["x".into()], 1)
-            .unwrap()
-            .ca_pem,
-    );
+    let ca_bundle = any_ca_bundle();
     let chart = chart_dir().display().to_string();
     // `helm lint` cannot be told which APIs the cluster serves, so certificates.source=cert-manager
     // is rendered (with --api-versions) by the next test instead.
@@ -183,11 +188,7 @@ fn every_mode_and_certificate_source_renders_and_passes_strict_schema_validation
         return;
     };
     let scratch = tempfile::tempdir().unwrap();
-    let ca_bundle = BASE64.encode(
-        serverfirst::certs::generate(&["x".into()], 1)
-            .unwrap()
-            .ca_pem,
-    );
+    let ca_bundle = any_ca_bundle();
     let mut files = Vec::new();
     let mut covered = Vec::new();
     for kube_version in KUBERNETES_VERSIONS {
@@ -220,7 +221,16 @@ fn every_mode_and_certificate_source_renders_and_passes_strict_schema_validation
             objects.iter().all(|o| o["kind"] != "PodDisruptionBudget"),
             "{context}: podDisruptionBudget.enabled=false"
         );
-        let pod = &only(&objects, "Deployment", &context)["spec"]["template"];
+        let deployment = only(&objects, "Deployment", &context);
+        assert_eq!(deployment["spec"]["replicas"], 3, "{context}: replicaCount");
+        let configuration = only(&objects, "MutatingWebhookConfiguration", &context);
+        for webhook in configuration["webhooks"].as_array().unwrap() {
+            assert_eq!(
+                webhook["timeoutSeconds"], 3,
+                "{context}: webhook.timeoutSeconds"
+            );
+        }
+        let pod = &deployment["spec"]["template"];
         assert_eq!(
             pod["metadata"]["annotations"]["example.com/team"], "mail",
             "{context}"
@@ -573,11 +583,7 @@ fn missing_apis_and_values_fail_with_their_name() {
             .flat_map(|a| ["--set".to_string(), a.to_string()])
             .collect()
     };
-    let pem = BASE64.encode(
-        serverfirst::certs::generate(&["x".into()], 1)
-            .unwrap()
-            .ca_pem,
-    );
+    let pem = any_ca_bundle();
     let cases = [
         (
             set(&["certificates.source=cert-manager"]),
@@ -688,6 +694,14 @@ fn options_shape_the_webhook_and_the_pod() {
                 "{mode}"
             );
         }
+    }
+
+    // webhook.failurePolicy reaches every webhook.
+    let args = ["--set".to_string(), "webhook.failurePolicy=Fail".into()];
+    let objects = helm.template(RELEASE, NAMESPACE, &args).unwrap();
+    let configuration = only(&objects, "MutatingWebhookConfiguration", "failurePolicy");
+    for webhook in configuration["webhooks"].as_array().unwrap() {
+        assert_eq!(webhook["failurePolicy"], "Fail", "webhook.failurePolicy");
     }
 
     // The defaults: no ConfigMap, no --config, only the https port on the Service.
