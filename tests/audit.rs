@@ -1,10 +1,10 @@
 //! `serverfirst audit` against a stub Kubernetes API server on 127.0.0.1 over HTTPS: the kube
 //! client is real, the PodList pages and ReplicaSets are captured-looking JSON.
 
-mod webhook_support;
+#[path = "support/stub_api.rs"]
+mod stub_api;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
@@ -12,11 +12,8 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{Uri, header};
 use axum::routing::get;
-use base64::Engine as _;
 use serde_json::{Value, json};
-use serverfirst::server::{self, Limits};
-use serverfirst::tls::{self, CertResolver};
-use tokio_util::sync::CancellationToken;
+use stub_api::StubApi;
 
 const ISTIO_INIT_ARGS: &[&str] = &[
     "istio-iptables",
@@ -198,24 +195,8 @@ async fn get_replicaset(
                       "spec": {"replicas": 2, "selector": {"matchLabels": {"app": deployment}}}}))
 }
 
-struct StubApi {
-    addr: SocketAddr,
-    ca_pem: String,
-    calls: Calls,
-    shutdown: CancellationToken,
-}
-
-impl Drop for StubApi {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn stub_api() -> StubApi {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let bundle = serverfirst::certs::generate(&["127.0.0.1".into()], 1).unwrap();
-    let key = tls::certified_key(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()).unwrap();
-    let tls_config = Arc::new(tls::server_config(Arc::new(CertResolver::new(key)), None).unwrap());
+/// The stub API server with the pods and ReplicaSets above, and what it was asked.
+async fn audit_api() -> (StubApi, Calls) {
     let calls = Calls::default();
     let router = Router::new()
         .route("/api/v1/pods", get(list_pods))
@@ -224,33 +205,18 @@ async fn stub_api() -> StubApi {
             get(get_replicaset),
         )
         .with_state(calls.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(server::serve_https(
-        listener,
-        tls_config,
-        router,
-        Limits::default(),
-        shutdown.clone(),
-    ));
-    StubApi {
-        addr,
-        ca_pem: bundle.ca_pem,
-        calls,
-        shutdown,
-    }
+    (StubApi::start(router).await, calls)
 }
 
+/// Contexts `stub` (namespace mail) and `other` (namespace nowhere, the current one).
 fn kubeconfig(dir: &std::path::Path, server: &str, ca_pem: &str) -> std::path::PathBuf {
-    let path = dir.join("kubeconfig");
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    std::fs::write(&path, format!(
-        "apiVersion: v1\nkind: Config\ncurrent-context: other\nclusters:\n- name: stub\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\n\
-         users:\n- name: auditor\n  user:\n    token: test-token\ncontexts:\n- name: stub\n  context: {{cluster: stub, user: auditor, namespace: mail}}\n\
-         - name: other\n  context: {{cluster: stub, user: auditor, namespace: nowhere}}\n"
-    )).unwrap();
-    path
+    stub_api::kubeconfig(
+        dir,
+        server,
+        ca_pem,
+        "other",
+        &[("stub", "mail"), ("other", "nowhere")],
+    )
 }
 
 async fn run_audit(kubeconfig: &std::path::Path, args: &[&str]) -> (i32, String, String) {
@@ -272,9 +238,9 @@ async fn run_audit(kubeconfig: &std::path::Path, args: &[&str]) -> (i32, String,
 
 #[tokio::test]
 async fn audit_reports_each_pod_with_its_owner_across_pages() {
-    let api = stub_api().await;
+    let (api, calls) = audit_api().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = kubeconfig(dir.path(), &format!("https://{}", api.addr), &api.ca_pem);
+    let config = kubeconfig(dir.path(), &api.url(), &api.ca_pem);
     let (code, stdout, stderr) = run_audit(
         &config,
         &["-A", "-o", "json", "--context", "stub", "--page-size", "2"],
@@ -354,7 +320,7 @@ async fn audit_reports_each_pod_with_its_owner_across_pages() {
     assert_eq!(rows[4]["needsRestart"], false);
 
     // Three pages of two; each ReplicaSet fetched once.
-    let queries = api.calls.list_queries.lock().unwrap().clone();
+    let queries = calls.list_queries.lock().unwrap().clone();
     assert_eq!(queries.len(), 3, "{queries:?}");
     assert!(
         queries
@@ -365,7 +331,7 @@ async fn audit_reports_each_pod_with_its_owner_across_pages() {
         queries[1].get("continue").map(String::as_str),
         Some("page-from-2")
     );
-    let mut gets = api.calls.replicaset_gets.lock().unwrap().clone();
+    let mut gets = calls.replicaset_gets.lock().unwrap().clone();
     gets.sort();
     assert_eq!(gets, ["dovecot-5f6d7c8b9", "mox-7c9d5b8f6"]);
     assert!(stderr.contains("listed 6 pods"), "{stderr}");
@@ -373,9 +339,9 @@ async fn audit_reports_each_pod_with_its_owner_across_pages() {
 
 #[tokio::test]
 async fn audit_table_is_aligned() {
-    let api = stub_api().await;
+    let (api, _) = audit_api().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = kubeconfig(dir.path(), &format!("https://{}", api.addr), &api.ca_pem);
+    let config = kubeconfig(dir.path(), &api.url(), &api.ca_pem);
     let (code, stdout, _) = run_audit(&config, &["--all-namespaces", "--context", "stub"]).await;
     assert_eq!(code, 1);
     let lines: Vec<&str> = stdout.lines().collect();
@@ -391,7 +357,7 @@ async fn audit_table_is_aligned() {
 
 #[tokio::test]
 async fn unreachable_api_server_is_one_clear_line_and_exit_2() {
-    let api = stub_api().await;
+    let (api, _) = audit_api().await;
     let dir = tempfile::tempdir().unwrap();
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
