@@ -49,7 +49,8 @@ pub enum Outcome {
     Patched,
     /// Audit: a patch would have been returned.
     WouldPatch,
-    /// Server-first ports found and already excluded (or not captured).
+    /// Server-first ports found and already excluded (or not captured), or already declared
+    /// TCP on a Service.
     Unchanged,
     /// No server-first ports.
     NoPorts,
