@@ -59,7 +59,11 @@ fn check_finds_the_template_of_every_workload_kind() {
     );
     assert_eq!((rows[1].document, rows[1].line), (2, 13));
     // The Service is decided on too, and listed: 25 is already TCP to Istio.
-    assert!(!rows[8].without_template && rows[8].changes.is_empty(), "{:?}", rows[8]);
+    assert!(
+        !rows[8].without_template && rows[8].changes.is_empty(),
+        "{:?}",
+        rows[8]
+    );
     assert_eq!(manifests::exit_code(&rows), 1);
 }
 
