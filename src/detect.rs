@@ -173,7 +173,7 @@ fn detect_container(container: &ContainerView<'_>, catalog: &Catalog, findings: 
     }
 }
 
-fn is_true(value: Option<&str>) -> bool {
+pub(crate) fn is_true(value: Option<&str>) -> bool {
     value.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
