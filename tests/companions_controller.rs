@@ -133,9 +133,11 @@ impl Cluster {
             K: Resource + Clone + 'static,
             K::DynamicType: Clone + Eq + std::hash::Hash,
         {
+            writer.apply_watcher_event(&Event::Init);
             for object in objects {
-                writer.apply_watcher_event(&Event::Apply(object));
+                writer.apply_watcher_event(&Event::InitApply(object));
             }
+            writer.apply_watcher_event(&Event::InitDone);
             writer.as_reader()
         }
         let stores = Stores {
@@ -180,15 +182,19 @@ struct Seen {
     body: Value,
 }
 
+fn header(request: &Request<Body>, name: &str) -> String {
+    request
+        .headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
 async fn next(handle: &mut ApiHandle, response: impl FnOnce(&Value) -> Value) -> Seen {
     let (request, send) = handle.next_request().await.expect("a request");
     let method = request.method().to_string();
     let uri = request.uri().to_string();
-    let content_type = request
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
+    let content_type = header(&request, "content-type");
     let bytes = request.into_body().collect().await.unwrap().to_bytes();
     let body = if bytes.is_empty() {
         Value::Null
@@ -485,4 +491,164 @@ async fn discovery_prefers_v1_and_falls_back_to_v1beta1() {
 
     let (found, _) = discover(vec![(404, not_found()), (404, not_found())]).await;
     assert!(found.is_none());
+}
+
+/// The whole controller on the mocked API: it lists each kind, watches from the list's
+/// resourceVersion (pods as metadata only), and applies the rule once the caches are filled.
+#[tokio::test]
+async fn the_running_controller_lists_watches_and_applies_the_rule() {
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    fn list(kind: &str, api_version: &str, items: Vec<Value>) -> Value {
+        json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": "4711"}, "items": items})
+    }
+    let pod_meta = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"name": "mox-0", "namespace": "mail", "resourceVersion": "90",
+            "annotations": {"serverfirst.dev/excluded-ports": "25"}}});
+    let lists = [
+        (
+            "/api/v1/services",
+            list(
+                "ServiceList",
+                "v1",
+                vec![serde_json::to_value(service()).unwrap()],
+            ),
+        ),
+        (
+            "/apis/discovery.k8s.io/v1/endpointslices",
+            list(
+                "EndpointSliceList",
+                "discovery.k8s.io/v1",
+                vec![serde_json::to_value(slice(&["mox-0"])).unwrap()],
+            ),
+        ),
+        (
+            "/api/v1/pods",
+            list(
+                "PartialObjectMetadataList",
+                "meta.k8s.io/v1",
+                vec![pod_meta],
+            ),
+        ),
+        (
+            "/apis/networking.istio.io/v1/destinationrules",
+            list("DestinationRuleList", "networking.istio.io/v1", vec![]),
+        ),
+    ];
+
+    let (mock_service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(mock_service, "default");
+    let (writes_tx, mut writes) = mpsc::unbounded_channel::<Seen>();
+    let reads = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let server_reads = reads.clone();
+    let paths: Vec<&str> = lists.iter().map(|(path, _)| *path).collect();
+    let server = tokio::spawn(async move {
+        // Watches stay open without events: the controller acts on what it listed.
+        let mut held = Vec::new();
+        while let Some((request, send)) = handle.next_request().await {
+            let uri = request.uri().clone();
+            if request.method() != "GET" {
+                let content_type = header(&request, "content-type");
+                let bytes = request.into_body().collect().await.unwrap().to_bytes();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                send.send_response(
+                    Response::builder()
+                        .body(Body::from(bytes.to_vec()))
+                        .unwrap(),
+                );
+                let _ = writes_tx.send(Seen {
+                    method: "write".into(),
+                    uri: uri.to_string(),
+                    content_type,
+                    body,
+                });
+                continue;
+            }
+            let accept = header(&request, "accept");
+            server_reads.lock().unwrap().push((uri.to_string(), accept));
+            if uri.query().unwrap_or_default().contains("watch=true") {
+                held.push(send);
+                continue;
+            }
+            let found = lists.iter().find(|(path, _)| *path == uri.path());
+            let response = match found {
+                Some((_, list)) => {
+                    Response::builder().body(Body::from(serde_json::to_vec(list).unwrap()))
+                }
+                None => Response::builder()
+                    .status(404)
+                    .body(Body::from(b"{}".to_vec())),
+            };
+            send.send_response(response.unwrap());
+        }
+    });
+
+    let shutdown = CancellationToken::new();
+    let metrics = Arc::new(CompanionMetrics::new());
+    let run = tokio::spawn(controller::run(
+        client,
+        rules_api(),
+        None,
+        Some("companions-0".into()),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let first = tokio::time::timeout(Duration::from_secs(10), writes.recv())
+        .await
+        .expect("a write within 10s")
+        .unwrap();
+    assert_eq!(
+        first.uri,
+        format!("{RULES_PATH}/mox-serverfirst?&fieldManager=serverfirst")
+    );
+    assert_eq!(first.content_type, "application/apply-patch+yaml");
+    assert_eq!(first.body, applied(&[25]));
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the controller stops on shutdown")
+        .unwrap();
+    // Any further write is the same apply (its own rule never reached the held watch).
+    while let Ok(write) = writes.try_recv() {
+        assert_eq!(
+            (write.uri, write.body),
+            (first.uri.clone(), first.body.clone())
+        );
+    }
+    server.abort();
+
+    let reads = reads.lock().unwrap().clone();
+    for path in paths {
+        assert!(
+            reads
+                .iter()
+                .any(|(uri, _)| *uri == format!("{path}?&limit=500")),
+            "{path} listed in pages: {reads:?}"
+        );
+        let watch = format!(
+            "{path}?&watch=true&timeoutSeconds=290&allowWatchBookmarks=true&resourceVersion=4711"
+        );
+        assert!(
+            reads.iter().any(|(uri, _)| *uri == watch),
+            "{path} watched from the list's resourceVersion: {reads:?}"
+        );
+    }
+    let pod_reads: Vec<&String> = reads
+        .iter()
+        .filter(|(uri, _)| uri.starts_with("/api/v1/pods"))
+        .map(|(_, accept)| accept)
+        .collect();
+    assert!(!pod_reads.is_empty());
+    for accept in pod_reads {
+        assert!(
+            accept.contains("as=PartialObjectMetadata"),
+            "pods as metadata only: {accept}"
+        );
+    }
+    assert!(
+        metrics
+            .exposition()
+            .contains(r#"serverfirst_companions_destinationrules_total{action="applied"}"#)
+    );
 }

@@ -57,6 +57,8 @@ pub enum Error {
         name: String,
         source: kube::Error,
     },
+    #[error("a watch stopped before it listed its objects")]
+    NotListed,
     #[error("cannot delete DestinationRule {namespace}/{name}: {source}")]
     Delete {
         namespace: String,
@@ -74,6 +76,21 @@ pub struct Stores {
     pub rules: Store<DynamicObject>,
     /// The namespaces in scope; `None` when every namespace is.
     pub namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
+}
+
+impl Stores {
+    /// Waits until every store has listed once: deciding on a partial cache could create a rule
+    /// beside a foreign one not yet seen, or delete for want of a pod not yet seen.
+    async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.services.wait_until_ready().await?;
+        self.slices.wait_until_ready().await?;
+        self.pods.wait_until_ready().await?;
+        self.rules.wait_until_ready().await?;
+        if let Some(namespaces) = &self.namespaces {
+            namespaces.wait_until_ready().await?;
+        }
+        Ok(())
+    }
 }
 
 /// Everything a reconcile needs.
@@ -347,6 +364,10 @@ async fn reconcile_service(service: &Service, context: &Context) -> Result<(), E
         return Ok(());
     }
     let stores = &context.stores;
+    stores
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::NotListed)?;
     let in_scope = stores.namespaces.as_ref().is_none_or(|namespaces| {
         namespaces
             .get(&ObjectRef::<PartialObjectMeta<Namespace>>::new(namespace))
