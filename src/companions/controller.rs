@@ -246,8 +246,10 @@ pub async fn run(
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::warn!(error = %error, "reconcile failed");
+            match result {
+                // Logged with its retry delay by `error_policy`.
+                Ok(_) | Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                Err(error) => tracing::warn!(%error, "controller error"),
             }
         })
         .await;
