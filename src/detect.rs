@@ -287,7 +287,7 @@ fn names_a_protocol(name: &str) -> bool {
             .any(|prefix| lower.starts_with(prefix))
 }
 
-fn is_true(value: Option<&str>) -> bool {
+pub(crate) fn is_true(value: Option<&str>) -> bool {
     value.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 

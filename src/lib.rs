@@ -24,6 +24,7 @@
 //! - [`tls`]: serving certificate loading and hot reload.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`manifests`]: offline manifests → pod templates → decisions and rendered YAML.
+//! - [`companions`]: companion DestinationRules for meshed clients (pure), and their controller.
 //! - [`certs`]: a private CA and serving certificate for the webhook Service.
 //! - [`report`]: terminal tables for the reporting commands.
 //! - [`smtp`]: the reference SMTP server used by end-to-end tests and smoke tests.
@@ -35,6 +36,7 @@ pub mod audit;
 pub mod catalog;
 pub mod certs;
 pub mod cli;
+pub mod companions;
 pub mod config;
 pub mod detect;
 pub mod manifests;

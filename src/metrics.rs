@@ -1,4 +1,5 @@
-//! The few metrics that matter, in Prometheus text format (prometheus-client).
+//! The few metrics that matter, in Prometheus text format (prometheus-client): the webhook's
+//! [`Metrics`] and the companions controller's [`CompanionMetrics`].
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -168,10 +169,130 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        encode(&self.registry)
+    }
+}
+
+/// What `/metrics` serves.
+pub trait Exposition: Send + Sync + 'static {
+    /// The Prometheus text exposition.
+    fn exposition(&self) -> String;
+}
+
+impl Exposition for Metrics {
+    fn exposition(&self) -> String {
+        self.encode()
+    }
+}
+
+fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: &'static str,
+}
+
+/// How one reconcile of a Service ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReconcileResult {
+    Success,
+    Error,
+}
+
+/// What the controller did to a DestinationRule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleAction {
+    Applied,
+    Deleted,
+}
+
+/// The companions controller's metrics.
+pub struct CompanionMetrics {
+    registry: Registry,
+    reconciles: Family<ResultLabels, Counter>,
+    rules: Family<ActionLabels, Counter>,
+    conflicts: Gauge,
+}
+
+impl std::fmt::Debug for CompanionMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompanionMetrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for CompanionMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CompanionMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("serverfirst_companions");
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        let rules = Family::<ActionLabels, Counter>::default();
+        let conflicts = Gauge::default();
+        registry.register(
+            "reconciles",
+            "Service reconciles, by result",
+            reconciles.clone(),
+        );
+        registry.register(
+            "destinationrules",
+            "Companion DestinationRules written, by action",
+            rules.clone(),
+        );
+        registry.register(
+            "conflicts",
+            "Services whose host has someone else's DestinationRule lacking tls.mode DISABLE on an excluded port",
+            conflicts.clone(),
+        );
+        for result in ["success", "error"] {
+            let _ = reconciles.get_or_create(&ResultLabels { result });
+        }
+        for action in ["applied", "deleted"] {
+            let _ = rules.get_or_create(&ActionLabels { action });
+        }
+        CompanionMetrics {
+            registry,
+            reconciles,
+            rules,
+            conflicts,
+        }
+    }
+
+    pub fn reconciled(&self, result: ReconcileResult) {
+        let result = match result {
+            ReconcileResult::Success => "success",
+            ReconcileResult::Error => "error",
+        };
+        self.reconciles
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn rule(&self, action: RuleAction) {
+        let action = match action {
+            RuleAction::Applied => "applied",
+            RuleAction::Deleted => "deleted",
+        };
+        self.rules.get_or_create(&ActionLabels { action }).inc();
+    }
+
+    pub fn set_conflicts(&self, services: usize) {
+        self.conflicts
+            .set(i64::try_from(services).unwrap_or(i64::MAX));
+    }
+}
+
+impl Exposition for CompanionMetrics {
+    fn exposition(&self) -> String {
+        encode(&self.registry)
     }
 }
 
@@ -194,5 +315,27 @@ mod tests {
         assert!(text.contains(r#"serverfirst_admission_reviews_total{endpoint="mutate",kind="pod",mode="enforce",outcome="internal_error"} 0"#));
         assert!(text.contains(r#"serverfirst_rejected_requests_total{reason="body_too_large"} 1"#));
         assert!(text.contains(r#"serverfirst_tls_reloads_total{result="failure"} 0"#));
+    }
+
+    #[test]
+    fn companion_metrics_have_the_documented_names() {
+        let metrics = CompanionMetrics::new();
+        metrics.reconciled(ReconcileResult::Success);
+        metrics.rule(RuleAction::Applied);
+        metrics.rule(RuleAction::Applied);
+        metrics.set_conflicts(3);
+        let text = metrics.exposition();
+        assert!(
+            text.contains(r#"serverfirst_companions_reconciles_total{result="success"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"serverfirst_companions_reconciles_total{result="error"} 0"#));
+        assert!(
+            text.contains(r#"serverfirst_companions_destinationrules_total{action="applied"} 2"#)
+        );
+        assert!(
+            text.contains(r#"serverfirst_companions_destinationrules_total{action="deleted"} 0"#)
+        );
+        assert!(text.contains("serverfirst_companions_conflicts 3"));
     }
 }

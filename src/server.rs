@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::{self, RequestError};
 use crate::config::{Config, Mode};
-use crate::metrics::{Metrics, Rejection};
+use crate::metrics::{Exposition, Metrics, Rejection};
 
 /// Resource limits of the webhook listener.
 #[derive(Debug, Clone)]
@@ -230,7 +230,7 @@ pub async fn serve_https(
 }
 
 /// Liveness/readiness and metrics for the kubelet and Prometheus, on plain HTTP.
-pub fn health_router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
+pub fn health_router<M: Exposition>(metrics: Arc<M>, ready: Arc<AtomicBool>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -248,7 +248,7 @@ pub fn health_router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
         .route(
             "/metrics",
             get(move || {
-                let text = metrics.encode();
+                let text = metrics.exposition();
                 async move {
                     (
                         [(

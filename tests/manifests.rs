@@ -29,6 +29,10 @@ const OVERLAYS: [&str; 4] = [
 ];
 const EXAMPLES: [&str; 2] = ["mox", "smtp-smoke"];
 
+/// The opt-in companions controller: its component and the line every overlay has for it.
+const COMPANIONS: &str = "serverfirst-companions";
+const COMPANIONS_LINE: &str = "# - ../../components/companions";
+
 // ---------------------------------------------------------------------------------------------
 // Pure Rust: the YAML as written
 
@@ -57,14 +61,113 @@ fn every_overlay_sorts_before_istio_and_never_intercepts_itself() {
 }
 
 #[test]
+fn every_overlay_with_the_companions_line_uncommented() {
+    for overlay in OVERLAYS {
+        let objects = build_with_companions(overlay);
+        check_overlay(overlay, &objects);
+        check_companions(overlay, &objects);
+    }
+}
+
+/// The companions controller as every overlay installs it: its own Deployment with the
+/// webhook's securityContext, exactly the RBAC it uses, and in the namespace opt-in installs
+/// the webhook's namespace label as its scope.
+fn check_companions(overlay: &str, objects: &[Value]) {
+    let context = format!("{overlay} with companions");
+    let webhook = &named(objects, "Deployment", SERVICE, &context)["spec"]["template"]["spec"];
+    let deployment = named(objects, "Deployment", COMPANIONS, &context);
+    assert_eq!(deployment["metadata"]["namespace"], NAMESPACE, "{context}");
+    let pod = &deployment["spec"]["template"];
+    assert_eq!(
+        pod["metadata"]["labels"]["serverfirst.dev/skip"], "true",
+        "{context}"
+    );
+    assert_eq!(
+        pod["metadata"]["labels"]["sidecar.istio.io/inject"], "false",
+        "{context}"
+    );
+    let spec = &pod["spec"];
+    assert_eq!(spec["serviceAccountName"], COMPANIONS, "{context}");
+    assert_eq!(
+        spec["securityContext"], webhook["securityContext"],
+        "{context}: pod securityContext"
+    );
+    let container = &spec["containers"][0];
+    assert_eq!(
+        container["securityContext"], webhook["containers"][0]["securityContext"],
+        "{context}: container securityContext"
+    );
+    let args: Vec<&str> = strings(&container["args"]).collect();
+    assert_eq!(args[0], "companions", "{context}");
+    let selectors: Vec<&&str> = args
+        .iter()
+        .filter(|a| a.starts_with("--namespace-selector"))
+        .collect();
+    let opt_in = matches!(overlay, "namespace-opt-in" | "cert-manager");
+    let wanted: &[&str] = if opt_in {
+        &["--namespace-selector=serverfirst.dev/mode=enforce"]
+    } else {
+        &[]
+    };
+    assert_eq!(
+        selectors,
+        wanted.iter().collect::<Vec<_>>(),
+        "{context}: scope"
+    );
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(
+            container[probe]["httpGet"]["port"], "metrics",
+            "{context}: {probe}"
+        );
+    }
+
+    let role = named(objects, "ClusterRole", COMPANIONS, &context);
+    assert_eq!(
+        role["rules"],
+        json!([
+            {"apiGroups": [""], "resources": ["services", "pods", "namespaces"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["networking.istio.io"], "resources": ["destinationrules"],
+                "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
+        ]),
+        "{context}: exactly the verbs the controller uses"
+    );
+    let binding = named(objects, "ClusterRoleBinding", COMPANIONS, &context);
+    assert_eq!(binding["roleRef"]["name"], COMPANIONS, "{context}");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": COMPANIONS, "namespace": NAMESPACE}]),
+        "{context}"
+    );
+    let account = named(objects, "ServiceAccount", COMPANIONS, &context);
+    assert!(
+        account.get("automountServiceAccountToken").is_none(),
+        "{context}: the controller needs its token"
+    );
+}
+
+#[test]
 fn container_args_use_options_the_binary_has() {
     let workloads = [
         ("base", manifests_dir().join("base")),
         ("smtp-smoke", manifests_dir().join("examples/smtp-smoke")),
     ];
-    for (name, dir) in workloads {
-        let objects = build(&dir, Vec::new());
-        let deployment = only(&objects, "Deployment", name);
+    let mut deployments: Vec<(&str, Value)> = workloads
+        .iter()
+        .map(|(name, dir)| {
+            (
+                *name,
+                only(&build(dir, Vec::new()), "Deployment", name).clone(),
+            )
+        })
+        .collect();
+    let opted_in = build_with_companions("namespace-opt-in");
+    deployments.push((
+        "companions",
+        named(&opted_in, "Deployment", COMPANIONS, "companions").clone(),
+    ));
+    for (name, deployment) in &deployments {
         let container = &deployment["spec"]["template"]["spec"]["containers"][0];
         let args: Vec<&str> = strings(&container["args"]).collect();
         let subcommand = args[0];
@@ -85,9 +188,34 @@ fn container_args_use_options_the_binary_has() {
 /// fails the test, so the model cannot silently drift from what kustomize does. The certificate
 /// component that `serverfirst certs --kustomize` writes (outside manifests/) is skipped: it adds
 /// only the Secret and the caBundle, which the rendering test checks.
-fn build(dir: &Path, mut objects: Vec<Value>) -> Vec<Value> {
+fn build(dir: &Path, objects: Vec<Value>) -> Vec<Value> {
     let path = dir.join("kustomization.yaml");
     let kustomization = read_yaml(&path).pop().expect("a kustomization");
+    build_kustomization(dir, &kustomization, objects)
+}
+
+/// [`build`] of an overlay with its companions line uncommented.
+fn build_with_companions(overlay: &str) -> Vec<Value> {
+    let dir = manifests_dir().join("overlays").join(overlay);
+    let text = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap();
+    let kustomization = parse_yaml(&uncomment_companions(overlay, &text), overlay)
+        .pop()
+        .expect("a kustomization");
+    build_kustomization(&dir, &kustomization, Vec::new())
+}
+
+/// The overlay's kustomization with its one companions line uncommented.
+fn uncomment_companions(overlay: &str, text: &str) -> String {
+    assert_eq!(
+        text.lines().filter(|l| l.trim() == COMPANIONS_LINE).count(),
+        1,
+        "{overlay}: one commented-out line `{COMPANIONS_LINE}` turns the companions controller on"
+    );
+    text.replace(COMPANIONS_LINE, &COMPANIONS_LINE[2..])
+}
+
+fn build_kustomization(dir: &Path, kustomization: &Value, mut objects: Vec<Value>) -> Vec<Value> {
+    let path = dir.join("kustomization.yaml");
     for key in kustomization.as_object().expect("a mapping").keys() {
         assert!(
             ["apiVersion", "kind", "resources", "components", "patches"].contains(&key.as_str()),
@@ -133,9 +261,14 @@ fn build(dir: &Path, mut objects: Vec<Value>) -> Vec<Value> {
                 matched += 1;
             }
         }
-        assert_eq!(
-            matched,
-            1,
+        // kustomize skips a patch whose target is absent: the opt-in companions Deployment.
+        let allowed = if target["name"] == COMPANIONS {
+            0..=1
+        } else {
+            1..=1
+        };
+        assert!(
+            allowed.contains(&matched),
             "{}: patch target {target} matches one object",
             path.display()
         );
@@ -211,6 +344,19 @@ fn overlays_and_examples_render_and_pass_strict_schema_validation() {
         let objects = tools.kustomize(&manifests.join("examples").join(example));
         check_example(example, &objects);
         files.push(write_builtin_kinds(&rendered_dir, example, &objects));
+    }
+
+    // Again with the companions line of each overlay uncommented.
+    for overlay in OVERLAYS {
+        let dir = manifests.join("overlays").join(overlay);
+        let path = dir.join("kustomization.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, uncomment_companions(overlay, &text)).unwrap();
+        let objects = tools.kustomize(&dir);
+        check_overlay(overlay, &objects);
+        check_companions(overlay, &objects);
+        let name = format!("{overlay}-companions");
+        files.push(write_builtin_kinds(&rendered_dir, &name, &objects));
     }
 
     let audit = tools.kustomize(&manifests.join("audit"));

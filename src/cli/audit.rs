@@ -38,7 +38,7 @@ enum Output {
 /// Exit codes: 0 nothing at risk, 1 something at risk, 2 errors.
 pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let config = super::load_config(args.config.as_deref())?;
-    let client = match client(args.context.as_deref()).await {
+    let client = match super::kube_client(None, args.context.as_deref()).await {
         Ok(client) => client,
         Err(message) => {
             eprintln!("error: {message}");
@@ -81,29 +81,6 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         Output::Table => print!("{}", table(&audits)),
     }
     Ok(ExitCode::from(audit::exit_code(&audits)))
-}
-
-async fn client(context: Option<&str>) -> Result<kube::Client, String> {
-    let config = match context {
-        Some(context) => {
-            let options = kube::config::KubeConfigOptions {
-                context: Some(context.to_string()),
-                ..Default::default()
-            };
-            kube::Config::from_kubeconfig(&options)
-                .await
-                .map_err(|e| format!("kubeconfig context {context:?}: {}", audit::root_cause(&e)))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| format!("no Kubernetes configuration: {}", audit::root_cause(&e)))?,
-    };
-    kube::Client::try_from(config).map_err(|e| {
-        format!(
-            "cannot build a Kubernetes client: {}",
-            audit::root_cause(&e)
-        )
-    })
 }
 
 fn table(audits: &[PodAudit]) -> String {

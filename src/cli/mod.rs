@@ -4,6 +4,7 @@ mod audit;
 mod catalog;
 mod certs;
 mod check;
+mod companions;
 mod probe;
 mod render;
 mod serve;
@@ -56,6 +57,8 @@ pub enum Command {
     Probe(probe::ProbeArgs),
     /// Run the reference SMTP server.
     Smtp(smtp::SmtpArgs),
+    /// Keep companion DestinationRules (tls.mode DISABLE on excluded ports) in the cluster.
+    Companions(companions::CompanionsArgs),
 }
 
 impl Cli {
@@ -70,6 +73,7 @@ impl Cli {
             Command::Render(args) => render::run(args),
             Command::Probe(args) => probe::run(args).await,
             Command::Smtp(args) => smtp::run(args).await,
+            Command::Companions(args) => companions::run(args).await,
         }
     }
 }
@@ -80,4 +84,34 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<crate::config::
         Some(path) => crate::config::Config::load(path)?,
         None => crate::config::Config::default(),
     })
+}
+
+/// A client from `kubeconfig` (default: the usual places, or the in-cluster config) and its
+/// `context`; the error is one line.
+async fn kube_client(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> Result<kube::Client, String> {
+    use crate::audit::root_cause;
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let config = match (kubeconfig, context) {
+        (Some(path), _) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("kubeconfig {}: {}", path.display(), root_cause(&e)))?;
+            kube::Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|e| format!("kubeconfig {}: {}", path.display(), root_cause(&e)))?
+        }
+        (None, Some(context)) => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| format!("kubeconfig context {context:?}: {}", root_cause(&e)))?,
+        (None, None) => kube::Config::infer()
+            .await
+            .map_err(|e| format!("no Kubernetes configuration: {}", root_cause(&e)))?,
+    };
+    kube::Client::try_from(config)
+        .map_err(|e| format!("cannot build a Kubernetes client: {}", root_cause(&e)))
 }

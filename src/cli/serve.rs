@@ -178,7 +178,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Cancels `shutdown` on SIGTERM (kubelet) or SIGINT (terminal).
-async fn cancel_on_signal(shutdown: CancellationToken) {
+pub(super) async fn cancel_on_signal(shutdown: CancellationToken) {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {
@@ -191,8 +191,8 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         }
     };
     tokio::select! {
-        _ = terminate => tracing::info!("SIGTERM: finishing in-flight requests"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: finishing in-flight requests"),
+        _ = terminate => tracing::info!("SIGTERM: finishing in-flight work"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: finishing in-flight work"),
         _ = shutdown.cancelled() => {}
     }
     shutdown.cancel();

@@ -2,11 +2,15 @@
 //! keep sending mTLS to a port the server's sidecar no longer captures ("Does auto mTLS work
 //! with excludeInboundPorts? No"), so each Service in front of an excluded port needs a
 //! DestinationRule that turns TLS off for that port.
+//!
+//! This is the offline reading of manifests (a workload's pod template stands for its pods);
+//! which ports need the rule and the rule itself come from [`crate::companions::desired`].
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::companions::desired;
 use crate::ports::{PortSet, phrase};
 
 /// A pod template whose inbound ports serverfirst excludes.
@@ -93,19 +97,17 @@ impl Service {
         })
     }
 
-    /// The service ports that forward to one of the workload's excluded ports.
-    fn ports_to(&self, workload: &Workload) -> Vec<u16> {
+    /// This Service's ports with the workload behind each (when it selects it), resolved to the
+    /// container port number they forward to.
+    fn ports_to(&self, workload: &Workload) -> Vec<desired::ServicePort> {
         let selects = self.namespace == workload.namespace
             && self
                 .selector
                 .iter()
                 .all(|(k, v)| workload.labels.get(k) == Some(v));
-        if !selects {
-            return Vec::new();
-        }
         self.ports
             .iter()
-            .filter(|(port, target)| {
+            .map(|(port, target)| {
                 let target_port = match target {
                     None => Some(*port),
                     Some(Value::Number(n)) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
@@ -116,9 +118,18 @@ impl Service {
                         .or_else(|| name.parse().ok()),
                     Some(_) => None,
                 };
-                target_port.is_some_and(|p| workload.excluded.contains(&p))
+                let backends = target_port
+                    .filter(|_| selects)
+                    .map(|target| desired::Backend {
+                        pod: workload.name.clone(),
+                        target,
+                        excluded: workload.excluded.clone(),
+                    });
+                desired::ServicePort {
+                    port: *port,
+                    backends: backends.into_iter().collect(),
+                }
             })
-            .map(|(port, _)| *port)
             .collect()
     }
 }
@@ -147,33 +158,15 @@ pub fn destination_rules(workload: &Workload, services: &[Service]) -> Vec<Value
     services
         .iter()
         .filter_map(|service| {
-            let ports = service.ports_to(workload);
-            (!ports.is_empty()).then(|| destination_rule(service, &ports))
+            let ports = desired::exclusion(&service.ports_to(workload)).ports;
+            let service = desired::ServiceRef {
+                namespace: &service.namespace,
+                name: &service.name,
+            };
+            (!ports.is_empty())
+                .then(|| desired::destination_rule(desired::DEFAULT_API_VERSION, service, &ports))
         })
         .collect()
-}
-
-fn destination_rule(service: &Service, ports: &[u16]) -> Value {
-    let settings: Vec<Value> = ports
-        .iter()
-        .map(|p| json!({"port": {"number": p}, "tls": {"mode": "DISABLE"}}))
-        .collect();
-    // The short host resolves in the rule's own namespace, which is the Service's: no cluster
-    // domain is assumed, and a Service without a namespace gets a rule without one, so that
-    // `kubectl apply -n` or kustomize's `namespace:` place both together.
-    let mut metadata = json!({"name": format!("{}-serverfirst", service.name)});
-    if !service.namespace.is_empty() {
-        metadata["namespace"] = json!(service.namespace);
-    }
-    json!({
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "DestinationRule",
-        "metadata": metadata,
-        "spec": {
-            "host": service.name,
-            "trafficPolicy": {"portLevelSettings": settings}
-        }
-    })
 }
 
 /// One line of advice for a DestinationRule.
@@ -196,6 +189,7 @@ pub fn advice(rule: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn workload() -> Workload {
         Workload {

@@ -104,7 +104,7 @@ pub fn check_overlay<'a>(overlay: &str, objects: &'a [Value]) -> &'a Value {
         assert_eq!(expressions, &wanted, "{context}: namespaceSelector");
     }
 
-    let deployment = only(objects, "Deployment", overlay);
+    let deployment = named(objects, "Deployment", SERVICE, overlay);
     assert_eq!(
         deployment["metadata"]["namespace"], NAMESPACE,
         "{overlay}: Deployment namespace"
@@ -197,6 +197,16 @@ pub fn ca_bundles(configuration: &Value) -> Vec<&Value> {
         .iter()
         .map(|w| &w["clientConfig"]["caBundle"])
         .collect()
+}
+
+/// The one object of `kind` named `name`.
+pub fn named<'a>(objects: &'a [Value], kind: &str, name: &str, context: &str) -> &'a Value {
+    let found: Vec<_> = objects
+        .iter()
+        .filter(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .collect();
+    assert_eq!(found.len(), 1, "{context}: expected one {kind} {name}");
+    found[0]
 }
 
 pub fn only<'a>(objects: &'a [Value], kind: &str, context: &str) -> &'a Value {

@@ -1,0 +1,544 @@
+//! The companions controller (edge): watches Services, EndpointSlices, pods (metadata only),
+//! DestinationRules and, with a selector, namespaces; for each Service it asks
+//! [`desired`](super::desired) what to write and writes exactly that.
+//!
+//! - Writes are server-side applies with field manager `serverfirst`; `force` only when the
+//!   rule is already serverfirst's (labelled, in the cache), so a rule created by someone else
+//!   in the meantime makes the apply fail instead of being taken over.
+//! - Deletes carry the cached rule's uid and resourceVersion as preconditions: only the
+//!   labelled object that was looked at can go.
+//! - Reconcile errors back off per Service with the runtime's [`DefaultBackoff`]; the watches
+//!   use the runtime's own trigger backoff.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PartialObjectMeta, Patch,
+    PatchParams, Preconditions, ResourceExt as _,
+};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, DefaultBackoff, watcher};
+use kube::runtime::{PredicateConfig, WatchStreamExt as _};
+use kube::{Client, Resource as _};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::desired::{self, RuleView, ServiceRef, Subject};
+use crate::mesh::RECORD_KEY;
+use crate::metrics::{CompanionMetrics, ReconcileResult, RuleAction};
+use crate::ports::{PortSet, parse_port_list};
+
+/// The field manager of every write.
+pub const FIELD_MANAGER: &str = "serverfirst";
+/// The reporting controller of its Events.
+pub const CONTROLLER_NAME: &str = "serverfirst-companions";
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+const ISTIO_GROUP: &str = "networking.istio.io";
+/// Preferred first: `v1` where the cluster serves it (Istio 1.22+), else `v1beta1`.
+const RULE_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
+/// How often discovery is asked again while no DestinationRule API is served.
+pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
+/// Events carry at most 1 kB of note; a long pod list is cut.
+const MAX_NAMED_PODS: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot apply DestinationRule {namespace}/{name}: {source}")]
+    Apply {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("a watch stopped before it listed its objects")]
+    NotListed,
+    #[error("cannot delete DestinationRule {namespace}/{name}: {source}")]
+    Delete {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
+}
+
+/// What the controller reads its decisions from: the reflectors' stores.
+#[derive(Clone)]
+pub struct Stores {
+    pub services: Store<Service>,
+    pub slices: Store<EndpointSlice>,
+    pub pods: Store<PartialObjectMeta<Pod>>,
+    pub rules: Store<DynamicObject>,
+    /// The namespaces in scope; `None` when every namespace is.
+    pub namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
+}
+
+impl Stores {
+    /// Waits until every store has listed once: deciding on a partial cache could create a rule
+    /// beside a foreign one not yet seen, or delete for want of a pod not yet seen.
+    async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.services.wait_until_ready().await?;
+        self.slices.wait_until_ready().await?;
+        self.pods.wait_until_ready().await?;
+        self.rules.wait_until_ready().await?;
+        if let Some(namespaces) = &self.namespaces {
+            namespaces.wait_until_ready().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything a reconcile needs.
+pub struct Context {
+    client: Client,
+    rules: ApiResource,
+    stores: Stores,
+    recorder: Recorder,
+    metrics: Arc<CompanionMetrics>,
+    conflicts: Mutex<HashSet<ObjectRef<Service>>>,
+    backoffs: Mutex<HashMap<ObjectRef<Service>, DefaultBackoff>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        rules: ApiResource,
+        stores: Stores,
+        instance: Option<String>,
+        metrics: Arc<CompanionMetrics>,
+    ) -> Context {
+        let reporter = Reporter {
+            controller: CONTROLLER_NAME.to_string(),
+            instance,
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            rules,
+            stores,
+            metrics,
+            conflicts: Mutex::default(),
+            backoffs: Mutex::default(),
+        }
+    }
+}
+
+/// The DestinationRule API the cluster serves (`v1` preferred), `Ok(None)` when it serves none.
+pub async fn discover_rules(client: &Client) -> Result<Option<ApiResource>, kube::Error> {
+    for version in RULE_VERSIONS {
+        let gvk = GroupVersionKind::gvk(ISTIO_GROUP, version, "DestinationRule");
+        match kube::discovery::pinned_kind(client, &gvk).await {
+            Ok((resource, _)) => return Ok(Some(resource)),
+            Err(error) if is_not_found(&error) => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(None)
+}
+
+/// Discovery says "not served" as a 404 for the group version, or a list without the kind.
+fn is_not_found(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => status.code == 404,
+        kube::Error::Discovery(_) => true,
+        _ => false,
+    }
+}
+
+/// Waits until the cluster serves DestinationRules (asking every [`DISCOVERY_INTERVAL`]);
+/// `None` when `shutdown` comes first.
+pub async fn wait_for_rules(client: &Client, shutdown: &CancellationToken) -> Option<ApiResource> {
+    let mut told = false;
+    loop {
+        match discover_rules(client).await {
+            Ok(Some(resource)) => {
+                tracing::info!(api_version = %resource.api_version, "DestinationRule API found");
+                return Some(resource);
+            }
+            Ok(None) if !told => {
+                told = true;
+                tracing::info!(
+                    "the cluster serves no DestinationRule API (Istio's CRDs are not installed); asking again every 30s"
+                );
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "API discovery failed; asking again in 30s"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(DISCOVERY_INTERVAL) => {}
+        }
+    }
+}
+
+/// Runs the controller until `shutdown`; in-flight reconciles finish first.
+pub async fn run(
+    client: Client,
+    rules: ApiResource,
+    namespace_selector: Option<String>,
+    instance: Option<String>,
+    metrics: Arc<CompanionMetrics>,
+    shutdown: CancellationToken,
+) {
+    let config = watcher::Config::default();
+    let (slices, slices_writer) = reflector::store::<EndpointSlice>();
+    let slice_events = watcher(Api::<EndpointSlice>::all(client.clone()), config.clone())
+        .default_backoff()
+        .reflect(slices_writer)
+        .touched_objects();
+
+    let (pods, pods_writer) = reflector::store::<PartialObjectMeta<Pod>>();
+    let pod_events = watcher(
+        Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+        config.clone(),
+    )
+    .default_backoff()
+    .modify(keep_only_the_record)
+    .reflect(pods_writer)
+    .touched_objects()
+    .predicate_filter(recorded_exclusions, PredicateConfig::default());
+
+    let rules_writer = reflector::store::Writer::<DynamicObject>::new(rules.clone());
+    let rules_store = rules_writer.as_reader();
+    let rule_events = watcher(
+        Api::<DynamicObject>::all_with(client.clone(), &rules),
+        config.clone(),
+    )
+    .default_backoff()
+    .reflect(rules_writer)
+    .touched_objects();
+
+    let controller = Controller::new(Api::<Service>::all(client.clone()), config.clone());
+    let services = controller.store();
+    let mut stores = Stores {
+        services: services.clone(),
+        slices: slices.clone(),
+        pods,
+        rules: rules_store,
+        namespaces: None,
+    };
+    let mut controller = controller
+        .watches_stream(slice_events, |slice| service_of_slice(&slice))
+        .watches_stream(pod_events, move |pod| services_behind_pod(&slices, &pod))
+        .watches_stream_with(rule_events, |rule| services_of_rule(&rule), rules.clone());
+    if let Some(selector) = namespace_selector {
+        let (namespaces, writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+        let namespace_events = watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default().labels(&selector),
+        )
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+        stores.namespaces = Some(namespaces);
+        let services = services.clone();
+        controller = controller.watches_stream(namespace_events, move |namespace| {
+            services_in(&services, &namespace.name_any())
+        });
+    }
+    let context = Arc::new(Context::new(client, rules, stores, instance, metrics));
+    controller
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                // Logged with its retry delay by `error_policy`.
+                Ok(_) | Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                Err(error) => tracing::warn!(%error, "controller error"),
+            }
+        })
+        .await;
+}
+
+/// Pods are held for one annotation only, so that the cache stays small in a large cluster.
+fn keep_only_the_record(pod: &mut PartialObjectMeta<Pod>) {
+    let meta = &mut pod.metadata;
+    meta.managed_fields = None;
+    meta.labels = None;
+    meta.owner_references = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|key, _| key == RECORD_KEY);
+    }
+}
+
+/// Only a change of the recorded exclusions matters for a pod.
+fn recorded_exclusions(pod: &PartialObjectMeta<Pod>) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    pod.annotations().get(RECORD_KEY).hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+fn service_of_slice(slice: &EndpointSlice) -> Option<ObjectRef<Service>> {
+    let service = slice.labels().get(SERVICE_NAME_LABEL)?;
+    Some(ObjectRef::new(service).within(slice.metadata.namespace.as_deref()?))
+}
+
+fn services_behind_pod(
+    slices: &Store<EndpointSlice>,
+    pod: &PartialObjectMeta<Pod>,
+) -> Vec<ObjectRef<Service>> {
+    let (Some(namespace), Some(name)) = (pod.namespace(), pod.metadata.name.as_deref()) else {
+        return Vec::new();
+    };
+    slices
+        .state()
+        .iter()
+        .filter(|slice| slice.metadata.namespace.as_deref() == Some(namespace.as_str()))
+        .filter(|slice| {
+            slice.endpoints.iter().any(|e| {
+                e.target_ref
+                    .as_ref()
+                    .is_some_and(|r| r.name.as_deref() == Some(name))
+            })
+        })
+        .filter_map(|slice| service_of_slice(slice))
+        .collect()
+}
+
+fn services_of_rule(rule: &DynamicObject) -> Vec<ObjectRef<Service>> {
+    let Some(namespace) = rule.metadata.namespace.as_deref() else {
+        return Vec::new();
+    };
+    let host = rule
+        .data
+        .pointer("/spec/host")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    desired::services_of_rule(&rule.name_any(), host, namespace)
+        .into_iter()
+        .map(|service| ObjectRef::new(service).within(namespace))
+        .collect()
+}
+
+fn services_in(services: &Store<Service>, namespace: &str) -> Vec<ObjectRef<Service>> {
+    services
+        .state()
+        .iter()
+        .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+/// Brings the Service's companion rule in step with what [`desired::desired`] says.
+pub async fn reconcile(service: Arc<Service>, context: Arc<Context>) -> Result<Action, Error> {
+    let result = reconcile_service(&service, &context).await;
+    let key = ObjectRef::from_obj(service.as_ref());
+    context.metrics.reconciled(match result {
+        Ok(()) => ReconcileResult::Success,
+        Err(_) => ReconcileResult::Error,
+    });
+    if result.is_ok()
+        && let Ok(mut backoffs) = context.backoffs.lock()
+    {
+        backoffs.remove(&key);
+    }
+    result.map(|()| Action::await_change())
+}
+
+/// Tries again after the runtime's exponential backoff, per Service.
+pub fn error_policy(service: Arc<Service>, error: &Error, context: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(service.as_ref());
+    let delay = context
+        .backoffs
+        .lock()
+        .ok()
+        .and_then(|mut backoffs| backoffs.entry(key).or_default().next())
+        .unwrap_or(Duration::from_secs(30));
+    tracing::warn!(%error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile_service(service: &Service, context: &Context) -> Result<(), Error> {
+    let (Some(namespace), Some(name)) = (
+        service.metadata.namespace.as_deref(),
+        service.metadata.name.as_deref(),
+    ) else {
+        tracing::warn!("skipping a Service without namespace or name");
+        return Ok(());
+    };
+    if service.metadata.deletion_timestamp.is_some() {
+        // The garbage collector removes the owned rule with the Service.
+        return Ok(());
+    }
+    let stores = &context.stores;
+    stores
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::NotListed)?;
+    let in_scope = stores.namespaces.as_ref().is_none_or(|namespaces| {
+        namespaces
+            .get(&ObjectRef::<PartialObjectMeta<Namespace>>::new(namespace))
+            .is_some()
+    }) && !desired::service_skipped(service);
+    let slices: Vec<Arc<EndpointSlice>> = stores
+        .slices
+        .state()
+        .into_iter()
+        .filter(|s| {
+            s.metadata.namespace.as_deref() == Some(namespace)
+                && s.labels().get(SERVICE_NAME_LABEL).map(String::as_str) == Some(name)
+        })
+        .collect();
+    let ports = desired::service_ports(service, slices.iter().map(Arc::as_ref), |pod| {
+        excluded_ports(&stores.pods, namespace, pod)
+    });
+    let rules: Vec<Arc<DynamicObject>> = stores
+        .rules
+        .state()
+        .into_iter()
+        .filter(|r| r.metadata.namespace.as_deref() == Some(namespace))
+        .collect();
+    let views: Vec<RuleView<'_>> = rules
+        .iter()
+        .map(|rule| RuleView {
+            name: rule.metadata.name.as_deref().unwrap_or_default(),
+            labels: rule.metadata.labels.as_ref(),
+            spec: rule.data.get("spec").unwrap_or(&Value::Null),
+        })
+        .collect();
+    let service_ref = ServiceRef { namespace, name };
+    let subject = Subject {
+        service: service_ref,
+        uid: service.metadata.uid.as_deref().unwrap_or_default(),
+        in_scope,
+    };
+    let wanted = desired::desired(&context.rules.api_version, subject, &ports, &views);
+
+    let api =
+        Api::<DynamicObject>::namespaced_with(context.client.clone(), namespace, &context.rules);
+    let reference = service.object_ref(&());
+    if let Some(rule_name) = &wanted.delete {
+        let own = rules
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(rule_name.as_str()));
+        let params = DeleteParams {
+            preconditions: own.map(|rule| Preconditions {
+                uid: rule.metadata.uid.clone(),
+                resource_version: rule.metadata.resource_version.clone(),
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(rule_name, &params).await {
+            Ok(_) => {
+                context.metrics.rule(RuleAction::Deleted);
+                tracing::info!(namespace, service = name, rule = %rule_name, "deleted DestinationRule");
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Delete {
+                    namespace: namespace.to_string(),
+                    name: rule_name.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    if let Some(rule) = &wanted.apply {
+        let rule_name = desired::rule_name(name);
+        let ours_already = views.iter().any(|r| r.name == rule_name && r.managed());
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        params.force = ours_already;
+        api.patch(&rule_name, &params, &Patch::Apply(rule))
+            .await
+            .map_err(|source| Error::Apply {
+                namespace: namespace.to_string(),
+                name: rule_name.clone(),
+                source,
+            })?;
+        context.metrics.rule(RuleAction::Applied);
+        tracing::info!(namespace, service = name, rule = %rule_name, "applied DestinationRule");
+    }
+    record_conflict(context, service, wanted.conflict.is_some());
+    if let Some(conflict) = &wanted.conflict {
+        let ports = crate::ports::format_port_list(conflict.lacking.iter().copied());
+        let foreign = conflict.foreign.join(", ");
+        tracing::warn!(
+            namespace, service = name, foreign = %foreign, ports = %ports,
+            "another DestinationRule exists for the Service's host; not writing {}", desired::rule_name(name)
+        );
+        let note = format!(
+            "DestinationRule {foreign} exists for this Service's host, so serverfirst does not create {}; meshed clients need tls.mode DISABLE on port {ports} (excluded from sidecar capture): add it to {foreign}",
+            desired::rule_name(name)
+        );
+        publish(context, &reference, "ForeignDestinationRule", "Skip", note).await;
+    }
+    for mixed in &wanted.mixed {
+        let note = format!(
+            "port {} is excluded from capture on some pods but not on {}; tls.mode DISABLE applies to all of them",
+            mixed.port,
+            named_pods(&mixed.capturing)
+        );
+        publish(context, &reference, "MixedEndpoints", "Apply", note).await;
+    }
+    Ok(())
+}
+
+/// The inbound ports a pod records as excluded; a malformed record is logged and ignored.
+fn excluded_ports(pods: &Store<PartialObjectMeta<Pod>>, namespace: &str, pod: &str) -> PortSet {
+    let Some(pod_meta) = pods.get(&ObjectRef::new(pod).within(namespace)) else {
+        return PortSet::new();
+    };
+    let Some(record) = pod_meta.annotations().get(RECORD_KEY) else {
+        return PortSet::new();
+    };
+    match parse_port_list(record) {
+        Ok(ports) => ports.into_iter().collect(),
+        Err(error) => {
+            tracing::warn!(namespace, pod, %error, "ignoring a malformed {RECORD_KEY}");
+            PortSet::new()
+        }
+    }
+}
+
+fn named_pods(pods: &[String]) -> String {
+    let mut text = pods
+        .iter()
+        .take(MAX_NAMED_PODS)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if pods.len() > MAX_NAMED_PODS {
+        text.push_str(&format!(" and {} more", pods.len() - MAX_NAMED_PODS));
+    }
+    text
+}
+
+fn record_conflict(context: &Context, service: &Service, conflict: bool) {
+    let Ok(mut conflicts) = context.conflicts.lock() else {
+        return;
+    };
+    let key = ObjectRef::from_obj(service);
+    if conflict {
+        conflicts.insert(key);
+    } else {
+        conflicts.remove(&key);
+    }
+    // Services deleted since count no more.
+    conflicts.retain(|key| context.stores.services.get(key).is_some());
+    context.metrics.set_conflicts(conflicts.len());
+}
+
+/// Events are for people: a failure to publish one is logged, not retried.
+async fn publish(
+    context: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: action.to_string(),
+        secondary: None,
+    };
+    if let Err(error) = context.recorder.publish(&event, reference).await {
+        tracing::warn!(%error, reason, "cannot publish an Event");
+    }
+}

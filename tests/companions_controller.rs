@@ -1,0 +1,654 @@
+//! The companions controller against kube's mocked API service (tower-test): for each situation,
+//! the exact requests it sends (method, path and query, content type, body), and that nothing
+//! is written where serverfirst owns nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt as _;
+use hyper::{Request, Response};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, PartialObjectMeta};
+use kube::client::Body;
+use kube::core::PartialObjectMetaExt as _;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher::Event;
+use kube::{Client, Resource};
+use serde_json::{Value, json};
+use serverfirst::companions::controller::{self, Context, Stores};
+use serverfirst::metrics::{CompanionMetrics, Exposition as _};
+use tower_test::mock::{self, Handle};
+
+type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+const RULES_PATH: &str = "/apis/networking.istio.io/v1/namespaces/mail/destinationrules";
+
+fn rules_api() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule"),
+        "destinationrules",
+    )
+}
+
+fn service() -> Service {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "mox", "namespace": "mail", "uid": "3f0c-mox", "resourceVersion": "100"},
+        "spec": {"selector": {"app": "mox"}, "ports": [
+            {"name": "smtp", "port": 25}, {"name": "http", "port": 80, "targetPort": 8080}]}
+    }))
+    .unwrap()
+}
+
+fn slice(pods: &[&str]) -> EndpointSlice {
+    let endpoints: Vec<Value> = pods
+        .iter()
+        .map(|pod| json!({"addresses": ["10.0.0.7"], "targetRef": {"kind": "Pod", "namespace": "mail", "name": pod}}))
+        .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "mox-x7k2p", "namespace": "mail", "resourceVersion": "101",
+            "labels": {"kubernetes.io/service-name": "mox"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "smtp", "port": 25, "protocol": "TCP"}, {"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints
+    }))
+    .unwrap()
+}
+
+/// A pod as the metadata-only watch delivers it.
+fn pod(name: &str, excluded: Option<&str>) -> PartialObjectMeta<Pod> {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some("mail".into()),
+        annotations: excluded.map(|ports| {
+            [(
+                "serverfirst.dev/excluded-ports".to_string(),
+                ports.to_string(),
+            )]
+            .into()
+        }),
+        ..ObjectMeta::default()
+    }
+    .into_response_partial()
+}
+
+fn rule(value: Value) -> DynamicObject {
+    serde_json::from_value(value).unwrap()
+}
+
+/// serverfirst's own rule, as the API server returns it.
+fn own_rule(ports: &[u16]) -> Value {
+    let settings: Vec<Value> = ports
+        .iter()
+        .map(|p| json!({"port": {"number": p}, "tls": {"mode": "DISABLE"}}))
+        .collect();
+    json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+        "metadata": {"name": "mox-serverfirst", "namespace": "mail", "uid": "77aa-rule", "resourceVersion": "205",
+            "labels": {"app.kubernetes.io/managed-by": "serverfirst"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": "mox", "uid": "3f0c-mox", "controller": true}]},
+        "spec": {"host": "mox", "trafficPolicy": {"portLevelSettings": settings}}
+    })
+}
+
+/// The apply body serverfirst sends for `ports`.
+fn applied(ports: &[u16]) -> Value {
+    let mut rule = own_rule(ports);
+    let metadata = rule["metadata"].as_object_mut().unwrap();
+    metadata.remove("uid");
+    metadata.remove("resourceVersion");
+    rule
+}
+
+struct Cluster {
+    services: Vec<Service>,
+    slices: Vec<EndpointSlice>,
+    pods: Vec<PartialObjectMeta<Pod>>,
+    rules: Vec<DynamicObject>,
+    namespaces: Option<Vec<&'static str>>,
+}
+
+impl Cluster {
+    fn new(pods: Vec<PartialObjectMeta<Pod>>, rules: Vec<DynamicObject>) -> Cluster {
+        let names: Vec<String> = pods
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        Cluster {
+            services: vec![service()],
+            slices: vec![slice(&names)],
+            pods,
+            rules,
+            namespaces: None,
+        }
+    }
+
+    /// The controller's context over stores holding this cluster, and the mock API server.
+    fn context(self) -> (Arc<Context>, ApiHandle, Arc<CompanionMetrics>) {
+        fn fill<K>(mut writer: Writer<K>, objects: Vec<K>) -> kube::runtime::reflector::Store<K>
+        where
+            K: Resource + Clone + 'static,
+            K::DynamicType: Clone + Eq + std::hash::Hash,
+        {
+            writer.apply_watcher_event(&Event::Init);
+            for object in objects {
+                writer.apply_watcher_event(&Event::InitApply(object));
+            }
+            writer.apply_watcher_event(&Event::InitDone);
+            writer.as_reader()
+        }
+        let stores = Stores {
+            services: fill(Writer::default(), self.services),
+            slices: fill(Writer::default(), self.slices),
+            pods: fill(Writer::default(), self.pods),
+            rules: fill(Writer::new(rules_api()), self.rules),
+            namespaces: self.namespaces.map(|names| {
+                let namespaces: Vec<PartialObjectMeta<Namespace>> = names
+                    .into_iter()
+                    .map(|name| {
+                        ObjectMeta {
+                            name: Some(name.into()),
+                            ..ObjectMeta::default()
+                        }
+                        .into_response_partial()
+                    })
+                    .collect();
+                fill(Writer::default(), namespaces)
+            }),
+        };
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let metrics = Arc::new(CompanionMetrics::new());
+        let context = Context::new(
+            client,
+            rules_api(),
+            stores,
+            Some("companions-0".into()),
+            metrics.clone(),
+        );
+        (Arc::new(context), handle, metrics)
+    }
+}
+
+/// One request as the API server sees it.
+#[derive(Debug)]
+struct Seen {
+    method: String,
+    uri: String,
+    content_type: String,
+    body: Value,
+}
+
+fn header(request: &Request<Body>, name: &str) -> String {
+    request
+        .headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+async fn next(handle: &mut ApiHandle, response: impl FnOnce(&Value) -> Value) -> Seen {
+    let (request, send) = handle.next_request().await.expect("a request");
+    let method = request.method().to_string();
+    let uri = request.uri().to_string();
+    let content_type = header(&request, "content-type");
+    let bytes = request.into_body().collect().await.unwrap().to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let answer = response(&body);
+    send.send_response(
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+            .unwrap(),
+    );
+    Seen {
+        method,
+        uri,
+        content_type,
+        body,
+    }
+}
+
+/// Runs one reconcile of the Service while the API server answers `answers` requests, then
+/// checks that no further request comes.
+async fn reconcile(context: Arc<Context>, mut handle: ApiHandle, answers: usize) -> Vec<Seen> {
+    let server = async move {
+        let mut seen = Vec::new();
+        for _ in 0..answers {
+            // The API server echoes what it is sent, as a create or an apply would.
+            seen.push(next(&mut handle, |body| body.clone()).await);
+        }
+        (seen, handle)
+    };
+    let svc = Arc::new(service());
+    let both = async { tokio::join!(controller::reconcile(svc, context.clone()), server) };
+    let (result, (seen, mut handle)) = tokio::time::timeout(Duration::from_secs(10), both)
+        .await
+        .unwrap_or_else(|_| panic!("reconcile with {answers} requests did not finish"));
+    result.expect("reconcile succeeds");
+    drop(context);
+    assert!(
+        handle.next_request().await.is_none(),
+        "no request beyond the expected {answers}"
+    );
+    seen
+}
+
+fn events_path() -> &'static str {
+    "/apis/events.k8s.io/v1/namespaces/mail/events?"
+}
+
+#[tokio::test]
+async fn creates_the_rule_with_a_server_side_apply_without_force() {
+    let (context, handle, metrics) =
+        Cluster::new(vec![pod("mox-0", Some("25,587"))], vec![]).context();
+    let seen = reconcile(context, handle, 1).await;
+    assert_eq!(seen[0].method, "PATCH");
+    assert_eq!(
+        seen[0].uri,
+        format!("{RULES_PATH}/mox-serverfirst?&fieldManager=serverfirst")
+    );
+    assert_eq!(seen[0].content_type, "application/apply-patch+yaml");
+    assert_eq!(seen[0].body, applied(&[25]));
+    let text = metrics.exposition();
+    assert!(
+        text.contains(r#"serverfirst_companions_destinationrules_total{action="applied"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"serverfirst_companions_reconciles_total{result="success"} 1"#));
+}
+
+#[tokio::test]
+async fn updates_its_own_rule_with_force() {
+    let (context, handle, _) = Cluster::new(
+        vec![pod("mox-0", Some("25,8080"))],
+        vec![rule(own_rule(&[25]))],
+    )
+    .context();
+    let seen = reconcile(context, handle, 1).await;
+    assert_eq!(seen[0].method, "PATCH");
+    assert_eq!(
+        seen[0].uri,
+        format!("{RULES_PATH}/mox-serverfirst?&force=true&fieldManager=serverfirst")
+    );
+    assert_eq!(seen[0].content_type, "application/apply-patch+yaml");
+    assert_eq!(seen[0].body, applied(&[25, 80]));
+}
+
+#[tokio::test]
+async fn an_up_to_date_rule_is_left_alone() {
+    let (context, handle, _) =
+        Cluster::new(vec![pod("mox-0", Some("25"))], vec![rule(own_rule(&[25]))]).context();
+    assert!(reconcile(context, handle, 0).await.is_empty());
+}
+
+#[tokio::test]
+async fn deletes_its_own_rule_when_no_port_is_left_with_preconditions() {
+    let (context, handle, metrics) =
+        Cluster::new(vec![pod("mox-0", None)], vec![rule(own_rule(&[25]))]).context();
+    let seen = reconcile(context, handle, 1).await;
+    assert_eq!(seen[0].method, "DELETE");
+    assert_eq!(seen[0].uri, format!("{RULES_PATH}/mox-serverfirst?"));
+    assert_eq!(
+        seen[0].body,
+        json!({"preconditions": {"uid": "77aa-rule", "resourceVersion": "205"}})
+    );
+    assert!(
+        metrics
+            .exposition()
+            .contains(r#"serverfirst_companions_destinationrules_total{action="deleted"} 1"#)
+    );
+}
+
+#[tokio::test]
+async fn deletes_its_own_rule_when_the_namespace_leaves_the_scope() {
+    let mut cluster = Cluster::new(vec![pod("mox-0", Some("25"))], vec![rule(own_rule(&[25]))]);
+    cluster.namespaces = Some(vec!["web"]);
+    let (context, handle, _) = cluster.context();
+    let seen = reconcile(context, handle, 1).await;
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].uri.as_str()),
+        ("DELETE", format!("{RULES_PATH}/mox-serverfirst?").as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_namespace_in_scope_gets_its_rule() {
+    let mut cluster = Cluster::new(vec![pod("mox-0", Some("25"))], vec![]);
+    cluster.namespaces = Some(vec!["mail"]);
+    let (context, handle, _) = cluster.context();
+    let seen = reconcile(context, handle, 1).await;
+    assert_eq!(seen[0].body, applied(&[25]));
+}
+
+fn foreign_rule() -> DynamicObject {
+    rule(json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+        "metadata": {"name": "mox-lb", "namespace": "mail", "uid": "99bb", "resourceVersion": "300"},
+        "spec": {"host": "mox.mail.svc.cluster.local", "trafficPolicy": {"loadBalancer": {"simple": "ROUND_ROBIN"}}}
+    }))
+}
+
+fn assert_conflict_event(seen: &Seen) {
+    assert_eq!(
+        (seen.method.as_str(), seen.uri.as_str()),
+        ("POST", events_path())
+    );
+    let event = &seen.body;
+    assert_eq!(event["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "ForeignDestinationRule");
+    assert_eq!(event["reportingController"], "serverfirst-companions");
+    assert_eq!(event["reportingInstance"], "companions-0");
+    assert_eq!(
+        event["regarding"],
+        json!({"apiVersion": "v1", "kind": "Service", "name": "mox", "namespace": "mail",
+            "uid": "3f0c-mox"})
+    );
+    let note = event["note"].as_str().unwrap();
+    assert!(
+        note.contains("DestinationRule mox-lb exists")
+            && note.contains("tls.mode DISABLE on port 25"),
+        "{note}"
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_rule_for_the_host_is_reported_not_competed_with() {
+    let (context, handle, metrics) =
+        Cluster::new(vec![pod("mox-0", Some("25"))], vec![foreign_rule()]).context();
+    let seen = reconcile(context, handle, 1).await;
+    assert_conflict_event(&seen[0]);
+    assert!(
+        metrics
+            .exposition()
+            .contains("serverfirst_companions_conflicts 1")
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_rule_appearing_after_ours_deletes_ours_and_is_reported() {
+    let (context, handle, metrics) = Cluster::new(
+        vec![pod("mox-0", Some("25"))],
+        vec![rule(own_rule(&[25])), foreign_rule()],
+    )
+    .context();
+    let seen = reconcile(context, handle, 2).await;
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].uri.as_str()),
+        ("DELETE", format!("{RULES_PATH}/mox-serverfirst?").as_str())
+    );
+    assert_conflict_event(&seen[1]);
+    assert!(
+        metrics
+            .exposition()
+            .contains("serverfirst_companions_conflicts 1")
+    );
+}
+
+#[tokio::test]
+async fn nothing_is_written_for_a_rule_it_does_not_own() {
+    // An unlabelled rule with the companion's name is someone else's: never deleted or
+    // patched, whether or not a port needs a rule.
+    let unowned = || {
+        let mut value = own_rule(&[25]);
+        value["metadata"].as_object_mut().unwrap().remove("labels");
+        rule(value)
+    };
+    let (context, handle, _) = Cluster::new(vec![pod("mox-0", None)], vec![unowned()]).context();
+    assert!(reconcile(context, handle, 0).await.is_empty());
+
+    // It disables 25 but not 80 (→ 8080), which the pod excludes too: reported, not written.
+    let (context, handle, _) =
+        Cluster::new(vec![pod("mox-0", Some("25,8080"))], vec![unowned()]).context();
+    let seen = reconcile(context, handle, 1).await;
+    assert_eq!(
+        seen[0].method, "POST",
+        "only the Event, no write to the rule"
+    );
+    assert_eq!(seen[0].uri, events_path());
+    assert_eq!(seen[0].body["reason"], "ForeignDestinationRule");
+}
+
+#[tokio::test]
+async fn mixed_endpoints_get_the_rule_and_an_event_naming_the_capturing_pods() {
+    let (context, handle, _) = Cluster::new(
+        vec![pod("mox-new", Some("25")), pod("mox-old", None)],
+        vec![],
+    )
+    .context();
+    let seen = reconcile(context, handle, 2).await;
+    assert_eq!(seen[0].body, applied(&[25]));
+    assert_eq!(
+        (seen[1].method.as_str(), seen[1].uri.as_str()),
+        ("POST", events_path())
+    );
+    assert_eq!(seen[1].body["reason"], "MixedEndpoints");
+    assert_eq!(
+        seen[1].body["note"],
+        "port 25 is excluded from capture on some pods but not on mox-old; tls.mode DISABLE applies to all of them"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_record_is_ignored() {
+    let (context, handle, _) = Cluster::new(vec![pod("mox-0", Some("25,smtp"))], vec![]).context();
+    assert!(reconcile(context, handle, 0).await.is_empty());
+}
+
+/// Discovery: `v1` where served, else `v1beta1`, else none.
+#[tokio::test]
+async fn discovery_prefers_v1_and_falls_back_to_v1beta1() {
+    fn resource_list(version: &str) -> Value {
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("networking.istio.io/{version}"),
+            "resources": [{"name": "destinationrules", "singularName": "destinationrule", "namespaced": true,
+                "kind": "DestinationRule", "verbs": ["get", "list", "watch", "create", "patch", "delete"]}]})
+    }
+    fn not_found() -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "the server could not find the requested resource"})
+    }
+    async fn discover(answers: Vec<(u16, Value)>) -> (Option<ApiResource>, Vec<String>) {
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let server = async move {
+            let mut uris = Vec::new();
+            for (status, body) in answers {
+                let (request, send) = handle.next_request().await.expect("a request");
+                uris.push(request.uri().to_string());
+                send.send_response(
+                    Response::builder()
+                        .status(status)
+                        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                        .unwrap(),
+                );
+            }
+            uris
+        };
+        let (found, uris) = tokio::join!(controller::discover_rules(&client), server);
+        (found.expect("discovery answers"), uris)
+    }
+
+    let (found, uris) = discover(vec![(200, resource_list("v1"))]).await;
+    assert_eq!(found.unwrap().api_version, "networking.istio.io/v1");
+    assert_eq!(uris, ["/apis/networking.istio.io/v1"]);
+
+    let (found, uris) = discover(vec![(404, not_found()), (200, resource_list("v1beta1"))]).await;
+    assert_eq!(found.unwrap().api_version, "networking.istio.io/v1beta1");
+    assert_eq!(
+        uris,
+        [
+            "/apis/networking.istio.io/v1",
+            "/apis/networking.istio.io/v1beta1"
+        ]
+    );
+
+    let (found, _) = discover(vec![(404, not_found()), (404, not_found())]).await;
+    assert!(found.is_none());
+}
+
+/// The whole controller on the mocked API: it lists each kind, watches from the list's
+/// resourceVersion (pods as metadata only), and applies the rule once the caches are filled.
+#[tokio::test]
+async fn the_running_controller_lists_watches_and_applies_the_rule() {
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    fn list(kind: &str, api_version: &str, items: Vec<Value>) -> Value {
+        json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": "4711"}, "items": items})
+    }
+    let pod_meta = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"name": "mox-0", "namespace": "mail", "resourceVersion": "90",
+            "annotations": {"serverfirst.dev/excluded-ports": "25"}}});
+    let lists = [
+        (
+            "/api/v1/services",
+            list(
+                "ServiceList",
+                "v1",
+                vec![serde_json::to_value(service()).unwrap()],
+            ),
+        ),
+        (
+            "/apis/discovery.k8s.io/v1/endpointslices",
+            list(
+                "EndpointSliceList",
+                "discovery.k8s.io/v1",
+                vec![serde_json::to_value(slice(&["mox-0"])).unwrap()],
+            ),
+        ),
+        (
+            "/api/v1/pods",
+            list(
+                "PartialObjectMetadataList",
+                "meta.k8s.io/v1",
+                vec![pod_meta],
+            ),
+        ),
+        (
+            "/apis/networking.istio.io/v1/destinationrules",
+            list("DestinationRuleList", "networking.istio.io/v1", vec![]),
+        ),
+    ];
+
+    let (mock_service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(mock_service, "default");
+    let (writes_tx, mut writes) = mpsc::unbounded_channel::<Seen>();
+    let reads = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let server_reads = reads.clone();
+    let paths: Vec<&str> = lists.iter().map(|(path, _)| *path).collect();
+    let server = tokio::spawn(async move {
+        // Watches stay open without events: the controller acts on what it listed.
+        let mut held = Vec::new();
+        while let Some((request, send)) = handle.next_request().await {
+            let uri = request.uri().clone();
+            if request.method() != "GET" {
+                let content_type = header(&request, "content-type");
+                let bytes = request.into_body().collect().await.unwrap().to_bytes();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                send.send_response(
+                    Response::builder()
+                        .body(Body::from(bytes.to_vec()))
+                        .unwrap(),
+                );
+                let _ = writes_tx.send(Seen {
+                    method: "write".into(),
+                    uri: uri.to_string(),
+                    content_type,
+                    body,
+                });
+                continue;
+            }
+            let accept = header(&request, "accept");
+            server_reads.lock().unwrap().push((uri.to_string(), accept));
+            if uri.query().unwrap_or_default().contains("watch=true") {
+                held.push(send);
+                continue;
+            }
+            let found = lists.iter().find(|(path, _)| *path == uri.path());
+            let response = match found {
+                Some((_, list)) => {
+                    Response::builder().body(Body::from(serde_json::to_vec(list).unwrap()))
+                }
+                None => Response::builder()
+                    .status(404)
+                    .body(Body::from(b"{}".to_vec())),
+            };
+            send.send_response(response.unwrap());
+        }
+    });
+
+    let shutdown = CancellationToken::new();
+    let metrics = Arc::new(CompanionMetrics::new());
+    let run = tokio::spawn(controller::run(
+        client,
+        rules_api(),
+        None,
+        Some("companions-0".into()),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let first = tokio::time::timeout(Duration::from_secs(10), writes.recv())
+        .await
+        .expect("a write within 10s")
+        .unwrap();
+    assert_eq!(
+        first.uri,
+        format!("{RULES_PATH}/mox-serverfirst?&fieldManager=serverfirst")
+    );
+    assert_eq!(first.content_type, "application/apply-patch+yaml");
+    assert_eq!(first.body, applied(&[25]));
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the controller stops on shutdown")
+        .unwrap();
+    // Any further write is the same apply (its own rule never reached the held watch).
+    while let Ok(write) = writes.try_recv() {
+        assert_eq!(
+            (write.uri, write.body),
+            (first.uri.clone(), first.body.clone())
+        );
+    }
+    server.abort();
+
+    let reads = reads.lock().unwrap().clone();
+    for path in paths {
+        assert!(
+            reads
+                .iter()
+                .any(|(uri, _)| *uri == format!("{path}?&limit=500")),
+            "{path} listed in pages: {reads:?}"
+        );
+        let watch = format!(
+            "{path}?&watch=true&timeoutSeconds=290&allowWatchBookmarks=true&resourceVersion=4711"
+        );
+        assert!(
+            reads.iter().any(|(uri, _)| *uri == watch),
+            "{path} watched from the list's resourceVersion: {reads:?}"
+        );
+    }
+    let pod_reads: Vec<&String> = reads
+        .iter()
+        .filter(|(uri, _)| uri.starts_with("/api/v1/pods"))
+        .map(|(_, accept)| accept)
+        .collect();
+    assert!(!pod_reads.is_empty());
+    for accept in pod_reads {
+        assert!(
+            accept.contains("as=PartialObjectMetadata"),
+            "pods as metadata only: {accept}"
+        );
+    }
+    assert!(
+        metrics
+            .exposition()
+            .contains(r#"serverfirst_companions_destinationrules_total{action="applied"}"#)
+    );
+}
