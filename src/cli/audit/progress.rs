@@ -66,9 +66,9 @@ impl ProgressReport {
             ProgressReport::Lines(lines) => lines.started,
         };
         eprintln!(
-            "listed {} pods in {} pages, {:.1}s",
+            "listed {} pods in {}, {:.1}s",
             progress.listed,
-            progress.pages,
+            pages(progress.pages),
             started.elapsed().as_secs_f64()
         );
     }
@@ -107,10 +107,10 @@ impl Lines {
                 }
                 self.next_tenth = tenth + 1;
                 Some(format!(
-                    "listed {} of {total} pods ({}%), {} pages, {elapsed:.1}s",
+                    "listed {} of {total} pods ({}%), {}, {elapsed:.1}s",
                     progress.listed,
                     progress.listed as u64 * 100 / total,
-                    progress.pages
+                    pages(progress.pages)
                 ))
             }
             None => {
@@ -119,11 +119,19 @@ impl Lines {
                 }
                 self.last_line = now;
                 Some(format!(
-                    "listed {} pods, {} pages, {elapsed:.1}s",
-                    progress.listed, progress.pages
+                    "listed {} pods, {}, {elapsed:.1}s",
+                    progress.listed,
+                    pages(progress.pages)
                 ))
             }
         }
+    }
+}
+
+fn pages(count: usize) -> String {
+    match count {
+        1 => "1 page".to_string(),
+        _ => format!("{count} pages"),
     }
 }
 
