@@ -2,15 +2,19 @@
 //! which serverfirst would change when they are next created, which are fine.
 //!
 //! Needs only `list pods` and `get replicasets` (to name a Deployment instead of its
-//! ReplicaSet). Pods are listed in pages (`limit` + `continue`).
+//! ReplicaSet). Pods are listed in pages (`limit` + `continue`) and audited page by page.
+
+pub mod apply;
+pub mod policyreport;
 
 use std::collections::HashMap;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, OwnerReference};
 use kube::api::{Api, ListParams};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::config::Config;
 use crate::mesh::{Change, Decision, RECORD_KEY, decide};
@@ -49,12 +53,63 @@ pub struct Owner {
     pub name: String,
 }
 
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind, self.name)
+    }
+}
+
+/// What a row is about. Serialised flat into the row, tagged by `kind`, so a row keeps the keys
+/// it always had (`namespace`, `pod`) and other kinds can carry their own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind")]
+pub enum Resource {
+    Pod {
+        namespace: String,
+        pod: String,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        uid: String,
+    },
+}
+
+impl Resource {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Resource::Pod { .. } => "Pod",
+        }
+    }
+
+    pub fn api_version(&self) -> &'static str {
+        match self {
+            Resource::Pod { .. } => "v1",
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        match self {
+            Resource::Pod { namespace, .. } => namespace,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Resource::Pod { pod, .. } => pod,
+        }
+    }
+
+    pub fn uid(&self) -> &str {
+        match self {
+            Resource::Pod { uid, .. } => uid,
+        }
+    }
+}
+
 /// One row of the audit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PodAudit {
-    pub namespace: String,
-    pub pod: String,
+pub struct AuditRow {
+    #[serde(flatten)]
+    pub resource: Resource,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
     pub status: AuditStatus,
@@ -73,6 +128,26 @@ pub struct PodAudit {
     pub companion: String,
 }
 
+/// How many rows had each status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub at_risk: usize,
+    pub would_patch: usize,
+    pub protected: usize,
+    pub not_applicable: usize,
+}
+
+impl Tally {
+    pub fn add(&mut self, status: AuditStatus) {
+        match status {
+            AuditStatus::AtRisk => self.at_risk += 1,
+            AuditStatus::WouldPatch => self.would_patch += 1,
+            AuditStatus::Protected => self.protected += 1,
+            AuditStatus::NotApplicable => self.not_applicable += 1,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("cannot list pods: {0}")]
@@ -81,11 +156,14 @@ pub enum AuditError {
 
 /// Classifies one pod (pure): the same decision the webhook makes, plus what it means for a pod
 /// that is already running.
-pub fn classify(pod: &PodView<'_>, config: &Config) -> PodAudit {
+pub fn classify(pod: &PodView<'_>, config: &Config) -> AuditRow {
     let sidecar = has_sidecar(pod);
-    let mut audit = PodAudit {
-        namespace: pod.namespace().unwrap_or_default().to_string(),
-        pod: pod.display_name(),
+    let mut audit = AuditRow {
+        resource: Resource::Pod {
+            namespace: pod.namespace().unwrap_or_default().to_string(),
+            pod: pod.display_name(),
+            uid: String::new(),
+        },
         owner: None,
         status: AuditStatus::NotApplicable,
         ports: Vec::new(),
@@ -144,58 +222,157 @@ fn has_sidecar(pod: &PodView<'_>) -> bool {
     pod.annotation("sidecar.istio.io/status").is_some() || pod.has_container(&["istio-proxy"])
 }
 
-/// Lists pods (all namespaces when `namespace` is `None`) page by page, calling `progress` with
-/// the running count, and audits each one.
-pub async fn audit(
-    client: kube::Client,
-    namespace: Option<&str>,
-    page_size: u32,
-    config: &Config,
-    mut progress: impl FnMut(usize),
-) -> Result<Vec<PodAudit>, AuditError> {
-    let pods: Api<Pod> = match namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    };
-    let mut owners = OwnerResolver {
-        client,
-        cache: HashMap::new(),
-    };
-    let mut audits = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut params = ListParams::default().limit(page_size);
-        if let Some(token) = &token {
-            params = params.continue_token(token);
-        }
-        let page = pods
-            .list(&params)
-            .await
-            .map_err(|error| AuditError::List(root_cause(&error)))?;
-        for pod in &page.items {
-            let json =
-                serde_json::to_vec(pod).map_err(|error| AuditError::List(error.to_string()))?;
-            let view =
-                PodView::from_json(&json).map_err(|error| AuditError::List(error.to_string()))?;
-            let mut audit = classify(&view, config);
-            audit.owner = owners
-                .resolve(&audit.namespace, pod.metadata.owner_references.as_deref())
-                .await;
-            if let Some(restart) = restart_command(&audit) {
-                audit.fix = format!("{restart}; {}", audit.fix);
-            }
-            audits.push(audit);
-        }
-        progress(audits.len());
-        token = page.metadata.continue_.filter(|t| !t.is_empty());
-        if token.is_none() {
-            return Ok(audits);
-        }
+/// One page of audited rows and where the listing stands.
+#[derive(Debug)]
+pub struct Page {
+    pub rows: Vec<AuditRow>,
+    pub progress: Progress,
+}
+
+/// Where a paged listing stands after a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Objects listed so far.
+    pub listed: usize,
+    /// Pages received so far.
+    pub pages: usize,
+    /// The server's `remainingItemCount` after this page, when it gives one.
+    pub remaining: Option<u64>,
+    /// The last page has arrived.
+    pub complete: bool,
+}
+
+impl Progress {
+    /// The whole count, when the server said how many remain.
+    pub fn total(&self) -> Option<u64> {
+        self.remaining
+            .map(|remaining| self.listed as u64 + remaining)
     }
 }
 
+/// Lists pods (all namespaces when `namespace` is `None`) one page at a time and audits each
+/// page, so memory stays that of one page whatever the size of the cluster.
+pub struct Auditor<'c> {
+    client: kube::Client,
+    /// `/api/v1/pods` or `/api/v1/namespaces/NS/pods`.
+    url_path: String,
+    owners: OwnerResolver,
+    page_size: u32,
+    config: &'c Config,
+    token: Option<String>,
+    progress: Progress,
+}
+
+impl<'c> Auditor<'c> {
+    pub fn new(
+        client: kube::Client,
+        namespace: Option<&str>,
+        page_size: u32,
+        config: &'c Config,
+    ) -> Self {
+        Auditor {
+            url_path: <Pod as kube::Resource>::url_path(&(), namespace),
+            owners: OwnerResolver::new(client.clone()),
+            client,
+            page_size: page_size.max(1),
+            config,
+            token: None,
+            progress: Progress {
+                listed: 0,
+                pages: 0,
+                remaining: None,
+                complete: false,
+            },
+        }
+    }
+
+    /// The next page of rows, or `None` after the last one.
+    pub async fn next_page(&mut self) -> Result<Option<Page>, AuditError> {
+        if self.progress.complete {
+            return Ok(None);
+        }
+        let mut params = ListParams::default().limit(self.page_size);
+        if let Some(token) = &self.token {
+            params = params.continue_token(token);
+        }
+        let request = kube::core::Request::new(&self.url_path)
+            .list(&params)
+            .map_err(|error| AuditError::List(root_cause(&error)))?;
+        let body = self
+            .client
+            .request_text(request)
+            .await
+            .map_err(|error| AuditError::List(root_cause(&error)))?;
+        let page: RawPodList<'_> = serde_json::from_str(&body)
+            .map_err(|error| AuditError::List(format!("the PodList does not parse: {error}")))?;
+        let mut rows = Vec::with_capacity(page.items.len());
+        for pod in &page.items {
+            rows.push(self.audit_pod(pod).await?);
+        }
+        self.progress.listed += rows.len();
+        self.progress.pages += 1;
+        self.progress.remaining = page
+            .metadata
+            .remaining_item_count
+            .and_then(|count| u64::try_from(count).ok());
+        self.token = page.metadata.continue_.filter(|t| !t.is_empty());
+        self.progress.complete = self.token.is_none();
+        Ok(Some(Page {
+            rows,
+            progress: self.progress,
+        }))
+    }
+
+    async fn audit_pod(&mut self, pod: &RawValue) -> Result<AuditRow, AuditError> {
+        let unreadable =
+            |error: serde_json::Error| AuditError::List(format!("a pod does not parse: {error}"));
+        let view = PodView::from_json(pod.get().as_bytes()).map_err(unreadable)?;
+        let identity: PodIdentity = serde_json::from_str(pod.get()).map_err(unreadable)?;
+        let mut audit = classify(&view, self.config);
+        let Resource::Pod { uid, .. } = &mut audit.resource;
+        *uid = identity.metadata.uid;
+        audit.owner = self
+            .owners
+            .resolve(
+                audit.resource.namespace(),
+                Some(&identity.metadata.owner_references),
+            )
+            .await;
+        if let Some(restart) = restart_command(&audit) {
+            audit.fix = format!("{restart}; {}", audit.fix);
+        }
+        Ok(audit)
+    }
+}
+
+/// A PodList page with its pods left as JSON text: each is read once, by [`PodView`], instead of
+/// being built as a typed `Pod` first.
+#[derive(Deserialize)]
+struct RawPodList<'a> {
+    #[serde(default)]
+    metadata: ListMeta,
+    #[serde(borrow, default)]
+    items: Vec<&'a RawValue>,
+}
+
+/// What a row needs of a pod besides what [`PodView`] reads.
+#[derive(Deserialize)]
+struct PodIdentity {
+    #[serde(default)]
+    metadata: PodIdentityMeta,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct PodIdentityMeta {
+    #[serde(default)]
+    uid: String,
+    #[serde(default)]
+    owner_references: Vec<OwnerReference>,
+}
+
 /// The command that recreates an at-risk pod through its workload.
-fn restart_command(audit: &PodAudit) -> Option<String> {
+fn restart_command(audit: &AuditRow) -> Option<String> {
     let owner = audit.owner.as_ref().filter(|_| audit.needs_restart)?;
     let kind = match owner.kind.as_str() {
         "Deployment" => "deployment",
@@ -205,17 +382,28 @@ fn restart_command(audit: &PodAudit) -> Option<String> {
     };
     Some(format!(
         "kubectl -n {} rollout restart {kind}/{}",
-        audit.namespace, owner.name
+        audit.resource.namespace(),
+        owner.name
     ))
 }
 
-/// Names the workload behind a pod, looking ReplicaSets up once each.
+/// Names the workload behind a pod, looking ReplicaSets up once each. Lists come in namespace
+/// order, so the cache holds one namespace at a time and stays small.
 struct OwnerResolver {
     client: kube::Client,
-    cache: HashMap<(String, String), Option<Owner>>,
+    namespace: String,
+    cache: HashMap<String, Option<Owner>>,
 }
 
 impl OwnerResolver {
+    fn new(client: kube::Client) -> Self {
+        OwnerResolver {
+            client,
+            namespace: String::new(),
+            cache: HashMap::new(),
+        }
+    }
+
     async fn resolve(
         &mut self,
         namespace: &str,
@@ -225,8 +413,11 @@ impl OwnerResolver {
         if controller.kind != "ReplicaSet" {
             return Some(controller);
         }
-        let key = (namespace.to_string(), controller.name.clone());
-        if let Some(cached) = self.cache.get(&key) {
+        if self.namespace != namespace {
+            self.cache.clear();
+            namespace.clone_into(&mut self.namespace);
+        }
+        if let Some(cached) = self.cache.get(&controller.name) {
             return cached.clone().or(Some(controller));
         }
         let replicasets: Api<ReplicaSet> = Api::namespaced(self.client.clone(), namespace);
@@ -238,7 +429,8 @@ impl OwnerResolver {
                 None
             }
         };
-        self.cache.insert(key, deployment.clone());
+        self.cache
+            .insert(controller.name.clone(), deployment.clone());
         deployment.or(Some(controller))
     }
 }
@@ -270,8 +462,8 @@ pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Exit code of `audit`: 1 when anything is at risk, else 0.
-pub fn exit_code(audits: &[PodAudit]) -> u8 {
-    u8::from(audits.iter().any(|a| a.status == AuditStatus::AtRisk))
+pub fn exit_code(tally: &Tally) -> u8 {
+    u8::from(tally.at_risk > 0)
 }
 
 #[cfg(test)]
@@ -279,7 +471,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn classify_json(pod: serde_json::Value) -> PodAudit {
+    fn classify_json(pod: serde_json::Value) -> AuditRow {
         let bytes = serde_json::to_vec(&pod).unwrap();
         classify(&PodView::from_json(&bytes).unwrap(), &Config::default())
     }

@@ -1,11 +1,10 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use serverfirst::cli::{Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     init_tracing(cli.log_format);
     // One crypto provider for every TLS user in the process (webhook, SMTP, probe, kube client).
     let _ = rustls::crypto::ring::default_provider().install_default();

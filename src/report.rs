@@ -1,25 +1,47 @@
 //! Terminal tables shared by the commands that print reports.
 
-/// Left-aligned columns separated by two spaces, header first, no trailing spaces.
-pub fn table<S: AsRef<str>>(header: &[&str], rows: &[Vec<S>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
+/// Column widths grown row by row, so a table can be measured while its rows stream past and
+/// printed afterwards without holding them.
+#[derive(Debug, Clone)]
+pub struct Columns {
+    widths: Vec<usize>,
+}
+
+impl Columns {
+    pub fn new(header: &[&str]) -> Self {
+        Columns {
+            widths: header.iter().map(|h| h.chars().count()).collect(),
+        }
+    }
+
+    /// Widens the columns to fit `cells`.
+    pub fn fit<S: AsRef<str>>(&mut self, cells: &[S]) {
+        for (width, cell) in self.widths.iter_mut().zip(cells) {
             *width = (*width).max(cell.as_ref().chars().count());
         }
     }
-    let mut out = String::new();
-    let mut push_row = |cells: &mut dyn Iterator<Item = &str>| {
+
+    /// One line: left-aligned cells separated by two spaces, no trailing spaces, `\n` last.
+    pub fn line<S: AsRef<str>>(&self, cells: &[S]) -> String {
         let mut line = String::new();
-        for (cell, width) in cells.zip(&widths) {
-            line.push_str(&format!("{cell:<width$}  "));
+        for (cell, width) in cells.iter().zip(&self.widths) {
+            line.push_str(&format!("{:<width$}  ", cell.as_ref()));
         }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    };
-    push_row(&mut header.iter().copied());
+        let mut line = line.trim_end().to_string();
+        line.push('\n');
+        line
+    }
+}
+
+/// Left-aligned columns separated by two spaces, header first, no trailing spaces.
+pub fn table<S: AsRef<str>>(header: &[&str], rows: &[Vec<S>]) -> String {
+    let mut columns = Columns::new(header);
     for row in rows {
-        push_row(&mut row.iter().map(AsRef::as_ref));
+        columns.fit(row);
+    }
+    let mut out = columns.line(header);
+    for row in rows {
+        out.push_str(&columns.line(row));
     }
     out
 }

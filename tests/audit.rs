@@ -1,223 +1,13 @@
 //! `serverfirst audit` against a stub Kubernetes API server on 127.0.0.1 over HTTPS: the kube
 //! client is real, the PodList pages and ReplicaSets are captured-looking JSON.
 
-#[path = "support/stub_api.rs"]
-mod stub_api;
+mod audit_support;
+mod common;
 
-use std::collections::HashMap;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{Uri, header};
-use axum::routing::get;
+use audit_support::{PodSource, kubeconfig, stub_api, stub_api_with};
 use serde_json::{Value, json};
-use stub_api::StubApi;
-
-const ISTIO_INIT_ARGS: &[&str] = &[
-    "istio-iptables",
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-    "--log_output_level=default:info",
-];
-
-fn owner(kind: &str, name: &str) -> Value {
-    json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": format!("uid-{name}"), "controller": true, "blockOwnerDeletion": true}])
-}
-
-fn pod(
-    namespace: &str,
-    name: &str,
-    annotations: Value,
-    owners: Value,
-    containers: Value,
-    init: Value,
-) -> Value {
-    json!({
-        "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}"), "resourceVersion": "4711",
-                     "creationTimestamp": "2026-11-20T10:12:04Z", "labels": {"app": name}, "annotations": annotations,
-                     "ownerReferences": owners},
-        "spec": {"containers": containers, "initContainers": init, "restartPolicy": "Always", "dnsPolicy": "ClusterFirst",
-                 "serviceAccountName": "default", "nodeName": "node-1",
-                 "volumes": [{"name": "istio-envoy", "emptyDir": {"medium": "Memory"}}]},
-        "status": {"phase": "Running", "podIP": "10.244.1.17", "hostIP": "172.18.0.2", "qosClass": "Burstable"}
-    })
-}
-
-fn app(ports: &[(&str, u16)]) -> Value {
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|(n, p)| json!({"name": n, "containerPort": p, "protocol": "TCP"}))
-        .collect();
-    json!({"name": "app", "image": "example/app:1", "ports": ports, "resources": {}})
-}
-
-fn proxy() -> Value {
-    json!({"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.0", "args": ["proxy", "sidecar"],
-           "ports": [{"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}]})
-}
-
-const STATUS: &str =
-    r#"{"initContainers":["istio-init"],"containers":["istio-proxy"],"volumes":["istio-envoy"]}"#;
-
-fn pods() -> Vec<Value> {
-    vec![
-        // Injected without istio-cni, 25 and 587 captured: what the operator in our story had.
-        pod(
-            "mail",
-            "mox-7c9d5b8f6-x2k4q",
-            json!({"sidecar.istio.io/status": STATUS}),
-            owner("ReplicaSet", "mox-7c9d5b8f6"),
-            json!([
-                app(&[("smtp", 25), ("submission", 587), ("https", 443)]),
-                proxy()
-            ]),
-            json!([{"name": "istio-init", "image": "docker.io/istio/proxyv2:1.24.0", "args": ISTIO_INIT_ARGS}]),
-        ),
-        pod(
-            "mail",
-            "mox-7c9d5b8f6-p9z8w",
-            json!({"sidecar.istio.io/status": STATUS}),
-            owner("ReplicaSet", "mox-7c9d5b8f6"),
-            json!([app(&[("smtp", 25), ("submission", 587)]), proxy()]),
-            json!([{"name": "istio-init", "image": "docker.io/istio/proxyv2:1.24.0", "args": ISTIO_INIT_ARGS}]),
-        ),
-        // Injected, and the exclusion reached istio-init: protected.
-        pod(
-            "mail",
-            "relay-0",
-            json!({"sidecar.istio.io/status": STATUS, "traffic.sidecar.istio.io/excludeInboundPorts": "25"}),
-            owner("StatefulSet", "relay"),
-            json!([app(&[("smtp", 25)]), proxy()]),
-            json!([{"name": "istio-init", "args": ["istio-iptables", "-b", "*", "-d", "15090,15021,25,15020"]}]),
-        ),
-        // istio-cni: the annotations are what counts, and 143 is not excluded.
-        pod(
-            "mail",
-            "dovecot-5f6d7c8b9-abcde",
-            json!({"sidecar.istio.io/status": STATUS, "traffic.sidecar.istio.io/excludeInboundPorts": "15020",
-                   "traffic.sidecar.istio.io/includeInboundPorts": "*"}),
-            owner("ReplicaSet", "dovecot-5f6d7c8b9"),
-            json!([app(&[("imap", 143)]), proxy()]),
-            json!([{"name": "istio-validation", "args": ["istio-iptables", "-b", "*", "-d", "15090,15021,15020", "--run-validation", "--skip-rule-apply"]}]),
-        ),
-        // No sidecar yet.
-        pod(
-            "jobs",
-            "digest-29123456-q7k2m",
-            json!({}),
-            json!([{"apiVersion": "batch/v1", "kind": "Job", "name": "digest-29123456", "uid": "j", "controller": true}]),
-            json!([app(&[("submission", 587)])]),
-            json!([]),
-        ),
-        pod(
-            "web",
-            "nginx",
-            json!({}),
-            json!([]),
-            json!([app(&[("http", 80)])]),
-            json!([]),
-        ),
-    ]
-}
-
-#[derive(Clone, Default)]
-struct Calls {
-    list_queries: Arc<Mutex<Vec<HashMap<String, String>>>>,
-    replicaset_gets: Arc<Mutex<Vec<String>>>,
-}
-
-type JsonResponse = ([(header::HeaderName, &'static str); 1], String);
-
-fn json_response(value: Value) -> JsonResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        value.to_string(),
-    )
-}
-
-async fn list_pods(State(calls): State<Calls>, uri: Uri) -> JsonResponse {
-    let query: HashMap<String, String> = uri
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    calls.list_queries.lock().unwrap().push(query.clone());
-    let limit: usize = query
-        .get("limit")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(usize::MAX);
-    let start: usize = query
-        .get("continue")
-        .and_then(|c| c.strip_prefix("page-from-"))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let all = pods();
-    let end = (start + limit).min(all.len());
-    let continue_token = if end < all.len() {
-        format!("page-from-{end}")
-    } else {
-        String::new()
-    };
-    json_response(json!({"kind": "PodList", "apiVersion": "v1",
-                         "metadata": {"resourceVersion": "4712", "continue": continue_token},
-                         "items": all[start..end]}))
-}
-
-async fn get_replicaset(
-    State(calls): State<Calls>,
-    Path((namespace, name)): Path<(String, String)>,
-) -> JsonResponse {
-    calls.replicaset_gets.lock().unwrap().push(name.clone());
-    let deployment = name
-        .rsplit_once('-')
-        .map(|(d, _)| d.to_string())
-        .unwrap_or_default();
-    json_response(json!({"kind": "ReplicaSet", "apiVersion": "apps/v1",
-                      "metadata": {"name": name, "namespace": namespace, "ownerReferences": owner("Deployment", &deployment)},
-                      "spec": {"replicas": 2, "selector": {"matchLabels": {"app": deployment}}}}))
-}
-
-/// The stub API server with the pods and ReplicaSets above, and what it was asked.
-async fn audit_api() -> (StubApi, Calls) {
-    let calls = Calls::default();
-    let router = Router::new()
-        .route("/api/v1/pods", get(list_pods))
-        .route(
-            "/apis/apps/v1/namespaces/{namespace}/replicasets/{name}",
-            get(get_replicaset),
-        )
-        .with_state(calls.clone());
-    (StubApi::start(router).await, calls)
-}
-
-/// Contexts `stub` (namespace mail) and `other` (namespace nowhere, the current one).
-fn kubeconfig(dir: &std::path::Path, server: &str, ca_pem: &str) -> std::path::PathBuf {
-    stub_api::kubeconfig(
-        dir,
-        server,
-        ca_pem,
-        "other",
-        &[("stub", "mail"), ("other", "nowhere")],
-    )
-}
 
 async fn run_audit(kubeconfig: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_serverfirst"));
@@ -226,6 +16,10 @@ async fn run_audit(kubeconfig: &std::path::Path, args: &[&str]) -> (i32, String,
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .env_remove("KUBERNETES_SERVICE_HOST");
+    run(command).await
+}
+
+async fn run(mut command: Command) -> (i32, String, String) {
     let output = tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
         .unwrap();
@@ -238,9 +32,9 @@ async fn run_audit(kubeconfig: &std::path::Path, args: &[&str]) -> (i32, String,
 
 #[tokio::test]
 async fn audit_reports_each_pod_with_its_owner_across_pages() {
-    let (api, calls) = audit_api().await;
+    let api = stub_api().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = kubeconfig(dir.path(), &api.url(), &api.ca_pem);
+    let config = kubeconfig(dir.path(), &format!("https://{}", api.addr), &api.ca_pem);
     let (code, stdout, stderr) = run_audit(
         &config,
         &["-A", "-o", "json", "--context", "stub", "--page-size", "2"],
@@ -320,7 +114,7 @@ async fn audit_reports_each_pod_with_its_owner_across_pages() {
     assert_eq!(rows[4]["needsRestart"], false);
 
     // Three pages of two; each ReplicaSet fetched once.
-    let queries = calls.list_queries.lock().unwrap().clone();
+    let queries = api.calls.list_queries.lock().unwrap().clone();
     assert_eq!(queries.len(), 3, "{queries:?}");
     assert!(
         queries
@@ -331,7 +125,7 @@ async fn audit_reports_each_pod_with_its_owner_across_pages() {
         queries[1].get("continue").map(String::as_str),
         Some("page-from-2")
     );
-    let mut gets = calls.replicaset_gets.lock().unwrap().clone();
+    let mut gets = api.calls.replicaset_gets.lock().unwrap().clone();
     gets.sort();
     assert_eq!(gets, ["dovecot-5f6d7c8b9", "mox-7c9d5b8f6"]);
     assert!(stderr.contains("listed 6 pods"), "{stderr}");
@@ -339,9 +133,9 @@ async fn audit_reports_each_pod_with_its_owner_across_pages() {
 
 #[tokio::test]
 async fn audit_table_is_aligned() {
-    let (api, _) = audit_api().await;
+    let api = stub_api().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = kubeconfig(dir.path(), &api.url(), &api.ca_pem);
+    let config = kubeconfig(dir.path(), &format!("https://{}", api.addr), &api.ca_pem);
     let (code, stdout, _) = run_audit(&config, &["--all-namespaces", "--context", "stub"]).await;
     assert_eq!(code, 1);
     let lines: Vec<&str> = stdout.lines().collect();
@@ -357,7 +151,7 @@ async fn audit_table_is_aligned() {
 
 #[tokio::test]
 async fn unreachable_api_server_is_one_clear_line_and_exit_2() {
-    let (api, _) = audit_api().await;
+    let api = stub_api().await;
     let dir = tempfile::tempdir().unwrap();
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -375,4 +169,576 @@ async fn unreachable_api_server_is_one_clear_line_and_exit_2() {
     let (code, _, stderr) = run_audit(&config, &["-A", "--context", "missing"]).await;
     assert_eq!(code, 2);
     assert!(stderr.contains("missing"), "{stderr}");
+}
+
+/// The OpenAPI schema of `version` in the CRD `file` under tests/fixtures/reports, closed the
+/// way the API server prunes: a field the schema does not name would be dropped silently, so here
+/// it is an error.
+fn crd_validator(file: &str, version: &str) -> jsonschema::Validator {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/reports")
+        .join(file);
+    let crd: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let versions = crd["spec"]["versions"].as_array().unwrap();
+    let served = versions
+        .iter()
+        .find(|v| v["name"] == version)
+        .unwrap_or_else(|| panic!("{file} has no version {version}"));
+    let mut schema = served["schema"]["openAPIV3Schema"].clone();
+    close(&mut schema);
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+fn close(schema: &mut Value) {
+    let Some(object) = schema.as_object_mut() else {
+        return;
+    };
+    if object.contains_key("properties")
+        && !object.contains_key("additionalProperties")
+        && !object.contains_key("x-kubernetes-preserve-unknown-fields")
+    {
+        object.insert("additionalProperties".into(), json!(false));
+    }
+    for (key, value) in object.iter_mut() {
+        match key.as_str() {
+            "properties" => value
+                .as_object_mut()
+                .into_iter()
+                .flatten()
+                .for_each(|(_, v)| close(v)),
+            "items" | "additionalProperties" => close(value),
+            _ => {}
+        }
+    }
+}
+
+fn schema_errors(validator: &jsonschema::Validator, document: &Value) -> Vec<String> {
+    validator
+        .iter_errors(document)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
+fn reports(yaml: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+#[tokio::test]
+async fn policyreport_per_namespace_validates_against_the_crd() {
+    let api = stub_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = api.kubeconfig(dir.path());
+    let (code, stdout, stderr) = run_audit(
+        &config,
+        &[
+            "-A",
+            "-o",
+            "policyreport",
+            "--context",
+            "stub",
+            "--page-size",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(
+        code, 1,
+        "without --apply the exit codes are audit's\n{stderr}"
+    );
+    println!("{stdout}");
+    let documents = reports(&stdout);
+    let validator = crd_validator("wgpolicyk8s.io_policyreports.yaml", "v1alpha2");
+    for document in &documents {
+        assert_eq!(
+            schema_errors(&validator, document),
+            Vec::<String>::new(),
+            "{document:#}"
+        );
+    }
+    let namespaces: Vec<&str> = documents
+        .iter()
+        .map(|d| d["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, ["mail", "jobs"], "web has nothing to report");
+    let mail = &documents[0];
+    assert_eq!(mail["apiVersion"], "wgpolicyk8s.io/v1alpha2");
+    assert_eq!(mail["kind"], "PolicyReport");
+    assert_eq!(mail["metadata"]["name"], "serverfirst");
+    assert_eq!(
+        mail["metadata"]["labels"],
+        json!({"app.kubernetes.io/managed-by": "serverfirst"})
+    );
+    assert!(
+        mail.get("source").is_none(),
+        "v1alpha2 has source per result"
+    );
+    assert_eq!(
+        mail["summary"],
+        json!({"pass": 1, "fail": 3, "warn": 0, "error": 0, "skip": 0})
+    );
+    let outcomes: Vec<&str> = mail["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["fail", "fail", "pass", "fail"]);
+    let first = &mail["results"][0];
+    for (key, value) in [
+        ("source", "serverfirst"),
+        ("policy", "serverfirst"),
+        ("rule", "server-first-ports"),
+    ] {
+        assert_eq!(first[key], value, "{key}");
+    }
+    assert_eq!(
+        first["resources"],
+        json!([{"apiVersion": "v1", "kind": "Pod", "name": "mox-7c9d5b8f6-x2k4q", "namespace": "mail", "uid": "uid-mox-7c9d5b8f6-x2k4q"}])
+    );
+    assert_eq!(
+        first["properties"],
+        json!({"companion": first["properties"]["companion"], "owner": "Deployment/mox", "ports": "25,587", "restart": "yes"})
+    );
+    assert!(
+        first["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("kubectl -n mail rollout restart deployment/mox; "),
+        "{first}"
+    );
+    assert_eq!(documents[1]["summary"]["warn"], 1);
+
+    // The closed schema is what catches a field in the wrong place.
+    let mut misplaced = mail.clone();
+    misplaced["source"] = json!("serverfirst");
+    assert!(
+        !schema_errors(&validator, &misplaced).is_empty(),
+        "a top-level source must not pass"
+    );
+
+    let (_, stdout, _) = run_audit(
+        &config,
+        &[
+            "-A",
+            "-o",
+            "policyreport",
+            "--show-all",
+            "--context",
+            "stub",
+            "-q",
+        ],
+    )
+    .await;
+    let documents = reports(&stdout);
+    assert_eq!(documents.len(), 3);
+    assert_eq!(documents[2]["summary"]["skip"], 1);
+    assert_eq!(
+        documents[2]["results"][0]["message"],
+        "no server-first ports"
+    );
+    assert!(
+        documents
+            .iter()
+            .all(|d| schema_errors(&validator, d).is_empty())
+    );
+}
+
+#[tokio::test]
+async fn openreports_report_has_its_source_at_the_top() {
+    let api = stub_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = api.kubeconfig(dir.path());
+    let (code, stdout, stderr) = run_audit(
+        &config,
+        &[
+            "-A",
+            "-o",
+            "policyreport",
+            "--report-api",
+            "openreports",
+            "--context",
+            "stub",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    let documents = reports(&stdout);
+    assert_eq!(documents.len(), 2);
+    let validator = crd_validator("openreports.io_reports.yaml", "v1alpha1");
+    let wgpolicy = crd_validator("wgpolicyk8s.io_policyreports.yaml", "v1alpha2");
+    for document in &documents {
+        assert_eq!(
+            schema_errors(&validator, document),
+            Vec::<String>::new(),
+            "{document:#}"
+        );
+        assert_eq!(document["apiVersion"], "openreports.io/v1alpha1");
+        assert_eq!(document["kind"], "Report");
+        assert_eq!(document["source"], "serverfirst");
+        assert!(
+            document["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r.get("source").is_none())
+        );
+        assert!(
+            !schema_errors(&wgpolicy, document).is_empty(),
+            "not a v1alpha2 PolicyReport"
+        );
+    }
+}
+
+#[tokio::test]
+async fn apply_writes_reports_by_server_side_apply_and_deletes_stale_ones() {
+    let api = stub_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = api.kubeconfig(dir.path());
+    let stored = |namespace: &str, labels: Value| {
+        json!({"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
+               "metadata": {"name": "serverfirst", "namespace": namespace, "labels": labels}, "results": []})
+    };
+    {
+        let mut reports = api.calls.reports.lock().unwrap();
+        for (namespace, labels) in [
+            (
+                "gone",
+                json!({"app.kubernetes.io/managed-by": "serverfirst"}),
+            ),
+            (
+                "mail",
+                json!({"app.kubernetes.io/managed-by": "serverfirst"}),
+            ),
+            ("theirs", json!({"app.kubernetes.io/managed-by": "kyverno"})),
+        ] {
+            reports.insert(
+                (
+                    "policyreports".into(),
+                    namespace.into(),
+                    "serverfirst".into(),
+                ),
+                stored(namespace, labels),
+            );
+        }
+    }
+    let (code, stdout, stderr) = run_audit(
+        &config,
+        &["-A", "-o", "policyreport", "--apply", "--context", "stub"],
+    )
+    .await;
+    assert_eq!(
+        code, 0,
+        "with --apply the reports carry the findings\n{stderr}"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("deleted gone/serverfirst"), "{stderr}");
+
+    let kept: Vec<String> = api
+        .calls
+        .reports
+        .lock()
+        .unwrap()
+        .keys()
+        .map(|(_, ns, _)| ns.clone())
+        .collect();
+    assert_eq!(kept, ["jobs", "mail", "theirs"]);
+    let validator = crd_validator("wgpolicyk8s.io_policyreports.yaml", "v1alpha2");
+    let mail = api.calls.reports.lock().unwrap()[&(
+        "policyreports".to_string(),
+        "mail".to_string(),
+        "serverfirst".to_string(),
+    )]
+        .clone();
+    assert_eq!(schema_errors(&validator, &mail), Vec::<String>::new());
+    assert_eq!(mail["summary"]["fail"], 3);
+
+    let requests = api.calls.report_requests.lock().unwrap().clone();
+    let summary: Vec<(&str, &str)> = requests
+        .iter()
+        .map(|r| (r.method, r.path.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "PATCH",
+                "/apis/wgpolicyk8s.io/v1alpha2/namespaces/mail/policyreports/serverfirst"
+            ),
+            (
+                "PATCH",
+                "/apis/wgpolicyk8s.io/v1alpha2/namespaces/jobs/policyreports/serverfirst"
+            ),
+            ("GET", "/apis/wgpolicyk8s.io/v1alpha2/policyreports"),
+            (
+                "DELETE",
+                "/apis/wgpolicyk8s.io/v1alpha2/namespaces/gone/policyreports/serverfirst"
+            ),
+        ]
+    );
+    for patch in requests.iter().filter(|r| r.method == "PATCH") {
+        assert_eq!(patch.content_type, "application/apply-patch+yaml");
+        assert_eq!(
+            patch.query.get("fieldManager").map(String::as_str),
+            Some("serverfirst")
+        );
+        assert_eq!(patch.query.get("force").map(String::as_str), Some("true"));
+    }
+    assert_eq!(
+        requests[2].query.get("labelSelector").map(String::as_str),
+        Some("app.kubernetes.io/managed-by=serverfirst")
+    );
+
+    let (code, _, stderr) = run_audit(
+        &config,
+        &[
+            "-A",
+            "-o",
+            "policyreport",
+            "--apply",
+            "--fail-on-risk",
+            "--context",
+            "stub",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+
+    let (code, _, stderr) = run_audit(&config, &["-A", "--apply", "--context", "stub"]).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("-o policyreport"), "{stderr}");
+}
+
+#[tokio::test]
+async fn ndjson_rows_and_progress_by_tenths_of_the_remaining_count() {
+    let api = stub_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = api.kubeconfig(dir.path());
+    let (code, stdout, stderr) = run_audit(
+        &config,
+        &[
+            "-A",
+            "-o",
+            "ndjson",
+            "--context",
+            "stub",
+            "--page-size",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    let rows: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|r| r["kind"] == "Pod"), "{stdout}");
+    assert_eq!(rows[0]["pod"], "mox-7c9d5b8f6-x2k4q");
+    // Non-TTY stderr: a line as each tenth is passed (six pages of one pass five of them), then
+    // the closing line.
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 6, "{stderr}");
+    assert!(
+        lines[0].starts_with("listed 1 of 6 pods (16%), 1 page,"),
+        "{stderr}"
+    );
+    assert!(lines[4].starts_with("listed 5 of 6 pods (83%)"), "{stderr}");
+    assert!(
+        lines[5].starts_with("listed 6 pods in 6 pages, "),
+        "{stderr}"
+    );
+
+    let (_, _, stderr) = run_audit(
+        &config,
+        &["-A", "-o", "ndjson", "--context", "stub", "--quiet"],
+    )
+    .await;
+    assert_eq!(stderr, "");
+}
+
+#[tokio::test]
+async fn kubectl_plugin_name_kubectl_flags_and_help() {
+    let api = stub_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = api.kubeconfig(dir.path());
+    let bin = tempfile::tempdir().unwrap();
+    let plugin = bin.path().join("kubectl-serverfirst");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_serverfirst"), &plugin).unwrap();
+
+    let mut command = Command::new(&plugin);
+    command.args(["audit", "--help"]);
+    let (code, help, _) = run(command).await;
+    assert_eq!(code, 0);
+    assert!(
+        help.contains("Usage: kubectl serverfirst audit [OPTIONS]"),
+        "{help}"
+    );
+    for flag in [
+        "--kubeconfig <KUBECONFIG>",
+        "--context <CONTEXT>",
+        "-n, --namespace <NAMESPACE>",
+    ] {
+        assert!(help.contains(flag), "{flag}\n{help}");
+    }
+    let mut command = Command::new(env!("CARGO_BIN_EXE_serverfirst"));
+    command.args(["audit", "--help"]);
+    let (_, help, _) = run(command).await;
+    assert!(
+        help.contains("Usage: serverfirst audit [OPTIONS]"),
+        "{help}"
+    );
+
+    // --kubeconfig instead of $KUBECONFIG; -n picks the namespace.
+    let mut command = Command::new(&plugin);
+    command
+        .args([
+            "audit",
+            "-A",
+            "-o",
+            "json",
+            "--context",
+            "stub",
+            "--kubeconfig",
+        ])
+        .arg(&config)
+        .env_remove("KUBECONFIG")
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST");
+    let (code, stdout, stderr) = run(command).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Vec<Value>>(&stdout).unwrap().len(),
+        6
+    );
+
+    let mut command = Command::new(&plugin);
+    command
+        .args(["audit", "--context", "missing", "--kubeconfig"])
+        .arg(&config)
+        .env_remove("KUBERNETES_SERVICE_HOST");
+    let (code, _, stderr) = run(command).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("missing"), "{stderr}");
+
+    // kubectl finds the plugin on PATH and passes the arguments on.
+    if Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        common::tool_missing(
+            "kubectl_plugin_name_kubectl_flags_and_help",
+            "kubectl is not installed",
+        );
+        return;
+    }
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = Command::new("kubectl");
+    command
+        .args([
+            "serverfirst",
+            "audit",
+            "-A",
+            "-o",
+            "ndjson",
+            "-q",
+            "--context",
+            "stub",
+            "--kubeconfig",
+        ])
+        .arg(&config)
+        .env("PATH", path)
+        .env_remove("KUBERNETES_SERVICE_HOST");
+    let (code, stdout, stderr) = run(command).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stdout.lines().count(), 6, "{stdout}");
+}
+
+/// Peak RSS of `serverfirst audit -A -o FORMAT` over a generated cluster, by `/usr/bin/time -v`,
+/// at a tenth of the pods and at all of them: flat in cluster size, and (release builds, whose
+/// figures README gives) at most 32 MiB. SERVERFIRST_AUDIT_PODS sets the pod count (default
+/// 10,000), SERVERFIRST_AUDIT_BIN another binary to measure, SERVERFIRST_AUDIT_OUTPUTS the
+/// formats (default all four).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_memory_stays_flat_in_cluster_size() {
+    const TEST: &str = "audit_memory_stays_flat_in_cluster_size";
+    const LIMIT_KIB: u64 = 32 * 1024;
+    // Collecting every row grew by about 1 KiB a pod (9 MiB from 1,000 to 10,000 pods).
+    const GROWTH_KIB: u64 = 4 * 1024;
+    if !std::path::Path::new("/usr/bin/time").exists() {
+        common::tool_missing(TEST, "/usr/bin/time (GNU time) is not installed");
+        return;
+    }
+    let pods: usize = std::env::var("SERVERFIRST_AUDIT_PODS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    let own_binary = env!("CARGO_BIN_EXE_serverfirst").to_string();
+    let bin = std::env::var("SERVERFIRST_AUDIT_BIN").unwrap_or(own_binary.clone());
+    let outputs = std::env::var("SERVERFIRST_AUDIT_OUTPUTS")
+        .unwrap_or("table,json,ndjson,policyreport".into());
+    let dir = tempfile::tempdir().unwrap();
+    let mut peaks: Vec<(String, usize, u64)> = Vec::new();
+    for count in [pods / 10, pods] {
+        let api = stub_api_with(PodSource::Generated(count)).await;
+        let config = api.kubeconfig(dir.path());
+        for output in outputs.split(',') {
+            let stdout_path = dir.path().join(format!("audit.{output}"));
+            let mut command = Command::new("/usr/bin/time");
+            command
+                .args(["-v", &bin, "audit", "-A", "-o", output, "--context", "stub"])
+                .env("KUBECONFIG", &config)
+                .env_remove("KUBERNETES_SERVICE_HOST")
+                .stdout(std::fs::File::create(&stdout_path).unwrap());
+            let (code, _, stderr) = run(command).await;
+            assert_eq!(code, 1, "pods at risk: exit 1\n{stderr}");
+            let field = |name: &str| {
+                stderr
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix(name))
+                    .unwrap_or_else(|| panic!("no {name} in\n{stderr}"))
+                    .trim()
+                    .to_string()
+            };
+            let peak_kib: u64 = field("Maximum resident set size (kbytes):")
+                .parse()
+                .unwrap();
+            let elapsed = field("Elapsed (wall clock) time (h:mm:ss or m:ss):");
+            let written = std::fs::metadata(&stdout_path).unwrap().len();
+            println!(
+                "/usr/bin/time -v {bin} audit -A -o {output} --context stub  # {count} pods: peak RSS {:.1} MiB, {elapsed} elapsed, {written} bytes written",
+                peak_kib as f64 / 1024.0
+            );
+            assert!(
+                written > count as u64 * 20,
+                "{output}: the rows were written"
+            );
+            if bin == own_binary && count >= 5_000 {
+                let progress = stderr.lines().filter(|l| l.starts_with("listed ")).count();
+                assert_eq!(progress, 10, "nine tenths and the closing line\n{stderr}");
+            }
+            peaks.push((output.to_string(), count, peak_kib));
+        }
+    }
+    for (output, count, peak_kib) in &peaks {
+        let (_, _, smaller) = peaks
+            .iter()
+            .find(|(o, c, _)| o == output && *c == pods / 10)
+            .unwrap();
+        assert!(
+            peak_kib.saturating_sub(*smaller) <= GROWTH_KIB,
+            "-o {output}: peak RSS grew from {smaller} KiB to {peak_kib} KiB at {count} pods"
+        );
+        if !cfg!(debug_assertions) {
+            assert!(
+                *peak_kib <= LIMIT_KIB,
+                "-o {output}: peak RSS {peak_kib} KiB over {LIMIT_KIB} KiB"
+            );
+        }
+    }
 }

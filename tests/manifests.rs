@@ -362,6 +362,13 @@ fn overlays_and_examples_render_and_pass_strict_schema_validation() {
     let audit = tools.kustomize(&manifests.join("audit"));
     check_audit_rbac(&audit);
     files.push(write_builtin_kinds(&rendered_dir, "audit", &audit));
+    let nightly = tools.kustomize(&manifests.join("audit").join("nightly"));
+    check_nightly_audit(&nightly);
+    files.push(write_builtin_kinds(
+        &rendered_dir,
+        "audit-nightly",
+        &nightly,
+    ));
 
     for version in KUBERNETES_VERSIONS {
         tools.validate(version, &files);
@@ -382,6 +389,47 @@ fn check_audit_rbac(objects: &[Value]) {
     let job = only(objects, "Job", "audit");
     let args = &job["spec"]["template"]["spec"]["containers"][0]["args"];
     assert_eq!(args[0], "audit", "audit: the Job runs `serverfirst audit`");
+}
+
+/// The nightly CronJob writes PolicyReports: the read role plus exactly create, patch, list and
+/// delete on policyreports, bound to the same ServiceAccount.
+fn check_nightly_audit(objects: &[Value]) {
+    let role = |name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("audit nightly: no ClusterRole {name}"))
+    };
+    assert_eq!(
+        role("serverfirst-audit-reports")["rules"],
+        serde_json::json!([{"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"],
+                            "verbs": ["create", "patch", "list", "delete"]}]),
+        "audit nightly: least privilege on reports"
+    );
+    assert_eq!(
+        role("serverfirst-audit")["rules"][0]["verbs"],
+        serde_json::json!(["list"])
+    );
+    for binding in objects.iter().filter(|o| o["kind"] == "ClusterRoleBinding") {
+        assert_eq!(
+            binding["subjects"],
+            serde_json::json!([{"kind": "ServiceAccount", "name": "serverfirst-audit", "namespace": NAMESPACE}])
+        );
+    }
+    assert!(
+        objects.iter().all(|o| o["kind"] != "Job"),
+        "audit nightly: no one-shot Job"
+    );
+    let cronjob = only(objects, "CronJob", "audit nightly");
+    let container = &cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["args"],
+        serde_json::json!(["audit", "-A", "-o", "policyreport", "--apply"])
+    );
+    assert!(
+        container["resources"]["limits"]["memory"].is_string(),
+        "audit nightly: a memory limit"
+    );
 }
 
 fn check_generated_secret(overlay: &str, objects: &[Value], component: &Path) {

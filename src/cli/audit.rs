@@ -1,26 +1,43 @@
-use std::io::IsTerminal as _;
+mod output;
+mod progress;
+
+use std::io::{BufWriter, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::SystemTime;
 
-use crate::audit::{self, PodAudit};
-use crate::ports::format_port_list;
-use crate::report;
+use crate::audit::apply::ReportApplier;
+use crate::audit::policyreport::{self, Report, ReportApi, ReportBuilder, Timestamp};
+use crate::audit::{self, AuditRow, Auditor, Progress, Tally};
+use output::RowWriter;
+use progress::ProgressReport;
 
 #[derive(Debug, clap::Args)]
-#[command(group = clap::ArgGroup::new("scope").args(["namespace", "all_namespaces"]))]
 pub struct AuditArgs {
-    /// Namespace to audit (default: the kubeconfig context's namespace).
-    #[arg(short = 'n', long)]
-    namespace: Option<String>,
+    #[command(flatten)]
+    cluster: super::ClusterArgs,
     /// Audit every namespace.
-    #[arg(short = 'A', long)]
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
     all_namespaces: bool,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     output: Output,
-    /// kubeconfig context to use (default: the current context, or in-cluster config).
+    /// Report API for `-o policyreport`.
+    #[arg(long, value_enum, default_value_t = ReportApiArg::Wgpolicyk8s)]
+    report_api: ReportApiArg,
+    /// With `-o policyreport`: write the reports to the cluster (server-side apply) and delete
+    /// serverfirst's reports in namespaces with nothing left to report, instead of printing.
     #[arg(long)]
-    context: Option<String>,
+    apply: bool,
+    /// With `--apply`: exit 1 when anything is at risk (otherwise 0: the reports carry it).
+    #[arg(long)]
+    fail_on_risk: bool,
+    /// With `-o policyreport`: also a `skip` result for each not-applicable pod.
+    #[arg(long)]
+    show_all: bool,
+    /// No progress on stderr.
+    #[arg(short = 'q', long)]
+    quiet: bool,
     /// Pods per list request.
     #[arg(long, default_value_t = 500)]
     page_size: u32,
@@ -33,88 +50,194 @@ pub struct AuditArgs {
 enum Output {
     Table,
     Json,
+    Ndjson,
+    Policyreport,
 }
 
-/// Exit codes: 0 nothing at risk, 1 something at risk, 2 errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReportApiArg {
+    /// wgpolicyk8s.io/v1alpha2 PolicyReport (Kyverno, Kubewarden, Policy Reporter).
+    Wgpolicyk8s,
+    /// openreports.io/v1alpha1 Report.
+    Openreports,
+}
+
+impl From<ReportApiArg> for ReportApi {
+    fn from(api: ReportApiArg) -> Self {
+        match api {
+            ReportApiArg::Wgpolicyk8s => ReportApi::Wgpolicyk8s,
+            ReportApiArg::Openreports => ReportApi::Openreports,
+        }
+    }
+}
+
+/// Where the rows go. One per run, so variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Sink {
+    Rows(Box<dyn RowWriter>),
+    Reports {
+        builder: ReportBuilder,
+        target: ReportTarget,
+    },
+}
+
+#[allow(clippy::large_enum_variant)]
+enum ReportTarget {
+    Print(BufWriter<std::io::Stdout>),
+    Apply(ReportApplier),
+}
+
+impl Sink {
+    async fn row(&mut self, row: &AuditRow) -> anyhow::Result<()> {
+        match self {
+            Sink::Rows(writer) => Ok(writer.row(row)?),
+            Sink::Reports { builder, target } => match builder.push(row)? {
+                Some(report) => target.write(&report).await,
+                None => Ok(()),
+            },
+        }
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        match self {
+            Sink::Rows(writer) => Ok(writer.flush()?),
+            Sink::Reports {
+                target: ReportTarget::Print(out),
+                ..
+            } => Ok(out.flush()?),
+            Sink::Reports { .. } => Ok(()),
+        }
+    }
+
+    async fn finish(self) -> anyhow::Result<()> {
+        match self {
+            Sink::Rows(writer) => Ok(writer.finish()?),
+            Sink::Reports {
+                mut builder,
+                mut target,
+            } => {
+                if let Some(report) = builder.finish() {
+                    target.write(&report).await?;
+                }
+                match target {
+                    ReportTarget::Print(mut out) => Ok(out.flush()?),
+                    ReportTarget::Apply(applier) => {
+                        for namespace in applier.prune().await? {
+                            eprintln!(
+                                "deleted {namespace}/{}: nothing left to report",
+                                policyreport::REPORT_NAME
+                            );
+                        }
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl ReportTarget {
+    async fn write(&mut self, report: &Report) -> anyhow::Result<()> {
+        match self {
+            ReportTarget::Print(out) => {
+                Ok(out.write_all(policyreport::yaml_document(report)?.as_bytes())?)
+            }
+            ReportTarget::Apply(applier) => Ok(applier.apply(report).await?),
+        }
+    }
+}
+
+/// Exit codes: 0 nothing at risk, 1 something at risk, 2 errors. With `--apply`: 0 once the
+/// reports are written, 1 only with `--fail-on-risk`.
 pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    if args.apply && args.output != Output::Policyreport {
+        eprintln!("error: --apply writes reports: use it with -o policyreport");
+        return Ok(ExitCode::from(2));
+    }
     let config = super::load_config(args.config.as_deref())?;
-    let client = match super::kube_client(None, args.context.as_deref()).await {
+    let client = match args.cluster.client().await {
         Ok(client) => client,
         Err(message) => {
             eprintln!("error: {message}");
             return Ok(ExitCode::from(2));
         }
     };
-    let namespace = match (args.all_namespaces, args.namespace) {
+    let namespace = match (args.all_namespaces, &args.cluster.namespace) {
         (true, _) => None,
-        (false, Some(namespace)) => Some(namespace),
+        (false, Some(namespace)) => Some(namespace.clone()),
         (false, None) => Some(client.default_namespace().to_string()),
     };
-    let show_progress = std::io::stderr().is_terminal();
-    let progress = |count: usize| {
-        if show_progress {
-            eprint!("\rlisted {count} pods");
-        } else {
-            eprintln!("listed {count} pods");
-        }
+    let stdout = || BufWriter::new(std::io::stdout());
+    let sink = match args.output {
+        Output::Table => Sink::Rows(Box::new(output::Table::new(stdout())?)),
+        Output::Json => Sink::Rows(Box::new(output::JsonArray::new(stdout()))),
+        Output::Ndjson => Sink::Rows(Box::new(output::Ndjson(stdout()))),
+        Output::Policyreport => Sink::Reports {
+            builder: ReportBuilder::new(
+                args.report_api.into(),
+                args.show_all,
+                Timestamp::of(SystemTime::now()),
+            ),
+            target: if args.apply {
+                ReportTarget::Apply(ReportApplier::new(
+                    client.clone(),
+                    args.report_api.into(),
+                    namespace.as_deref(),
+                ))
+            } else {
+                ReportTarget::Print(stdout())
+            },
+        },
     };
-    let result = audit::audit(
-        client,
-        namespace.as_deref(),
-        args.page_size.max(1),
-        &config,
-        progress,
-    )
-    .await;
-    if show_progress {
-        eprintln!();
-    }
-    let audits = match result {
-        Ok(audits) => audits,
+    let auditor = Auditor::new(client, namespace.as_deref(), args.page_size, &config);
+    let mut progress = ProgressReport::new(args.quiet);
+    let (result, listed) = stream(auditor, sink, &mut progress).await;
+    progress.finish(&listed);
+    let tally = match result {
+        Ok(tally) => tally,
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {error:#}");
             return Ok(ExitCode::from(2));
         }
     };
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&audits)?),
-        Output::Table => print!("{}", table(&audits)),
-    }
-    Ok(ExitCode::from(audit::exit_code(&audits)))
+    let code = if args.apply && !args.fail_on_risk {
+        0
+    } else {
+        audit::exit_code(&tally)
+    };
+    Ok(ExitCode::from(code))
 }
 
-fn table(audits: &[PodAudit]) -> String {
-    let rows: Vec<Vec<String>> = audits
-        .iter()
-        .map(|a| {
-            vec![
-                a.namespace.clone(),
-                a.pod.clone(),
-                a.owner
-                    .as_ref()
-                    .map(|o| format!("{}/{}", o.kind, o.name))
-                    .unwrap_or_default(),
-                a.status.as_str().to_string(),
-                format_port_list(a.ports.iter().copied()),
-                if a.needs_restart { "yes" } else { "" }.to_string(),
-                if a.fix.is_empty() {
-                    a.reason.clone()
-                } else {
-                    a.fix.clone()
-                },
-            ]
-        })
-        .collect();
-    report::table(
-        &[
-            "NAMESPACE",
-            "POD",
-            "OWNER",
-            "STATUS",
-            "PORTS",
-            "RESTART",
-            "FIX / NOTE",
-        ],
-        &rows,
-    )
+/// Audits page by page into `sink`; returns the tally and how far the listing got.
+async fn stream(
+    mut auditor: Auditor<'_>,
+    mut sink: Sink,
+    progress: &mut ProgressReport,
+) -> (anyhow::Result<Tally>, Progress) {
+    let mut tally = Tally::default();
+    let mut listed = Progress {
+        listed: 0,
+        pages: 0,
+        remaining: None,
+        complete: false,
+    };
+    loop {
+        let page = match auditor.next_page().await {
+            Ok(Some(page)) => page,
+            Ok(None) => break,
+            Err(error) => return (Err(error.into()), listed),
+        };
+        for row in &page.rows {
+            tally.add(row.status);
+            if let Err(error) = sink.row(row).await {
+                return (Err(error), listed);
+            }
+        }
+        if let Err(error) = sink.flush() {
+            return (Err(error), listed);
+        }
+        listed = page.progress;
+        progress.update(&listed);
+    }
+    (sink.finish().await.map(|()| tally), listed)
 }

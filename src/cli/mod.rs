@@ -10,9 +10,11 @@ mod render;
 mod serve;
 mod smtp;
 
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 
 /// Keeps server-first protocols (SMTP, FTP, IMAP, ...) working inside a service mesh.
 #[derive(Debug, Parser)]
@@ -61,7 +63,26 @@ pub enum Command {
     Companions(companions::CompanionsArgs),
 }
 
+/// The file name under which kubectl finds the binary as a plugin (`kubectl serverfirst`).
+pub const PLUGIN_FILE_NAME: &str = "kubectl-serverfirst";
+
 impl Cli {
+    /// Parses the process arguments. Invoked as `kubectl-serverfirst`, help and usage name the
+    /// program `kubectl serverfirst`, as kubectl plugins do.
+    pub fn parse_args() -> Self {
+        Self::parse_args_from(std::env::args_os())
+    }
+
+    pub fn parse_args_from(args: impl IntoIterator<Item = OsString>) -> Self {
+        let args: Vec<OsString> = args.into_iter().collect();
+        let mut command = Cli::command();
+        if args.first().is_some_and(is_plugin_name) {
+            command = command.bin_name("kubectl serverfirst");
+        }
+        let matches = command.get_matches_from(args);
+        Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+    }
+
     /// Runs the selected subcommand; the returned code is the process exit code.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
@@ -75,6 +96,33 @@ impl Cli {
             Command::Smtp(args) => smtp::run(args).await,
             Command::Companions(args) => companions::run(args).await,
         }
+    }
+}
+
+fn is_plugin_name(program: &OsString) -> bool {
+    Path::new(program)
+        .file_stem()
+        .is_some_and(|stem| stem == PLUGIN_FILE_NAME)
+}
+
+/// Where the commands that talk to a cluster find it: kubectl's own flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context to use (default: the current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Namespace (default: the kubeconfig context's namespace).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+}
+
+impl ClusterArgs {
+    /// A client for the selected cluster, or one line saying why not.
+    async fn client(&self) -> Result<kube::Client, String> {
+        kube_client(self.kubeconfig.as_deref(), self.context.as_deref()).await
     }
 }
 
