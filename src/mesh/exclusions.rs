@@ -61,10 +61,31 @@ pub fn merged(existing: &[Element], ports: &PortSet) -> Option<String> {
     if missing.is_empty() {
         return None;
     }
-    let mut elements: Vec<Element> = existing.iter().copied().chain(missing).collect();
+    let elements: Vec<Element> = existing.iter().copied().chain(missing).collect();
+    Some(canonical(&elements))
+}
+
+/// `elements` as a sorted list without repeats.
+pub fn canonical(elements: &[Element]) -> String {
+    let mut elements = elements.to_vec();
     elements.sort_unstable();
     elements.dedup();
-    Some(format(&elements))
+    format(&elements)
+}
+
+/// `list` with each element that `number_of` knows as a name replaced by its number (Linkerd
+/// accepts port names in its opaque-ports lists).
+pub fn with_names_resolved(list: &str, number_of: impl Fn(&str) -> Option<u16>) -> String {
+    list.split(',')
+        .map(|element| {
+            let name = element.trim();
+            (!name.is_empty())
+                .then(|| number_of(name))
+                .flatten()
+                .map_or_else(|| element.to_string(), |port| port.to_string())
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn format(elements: &[Element]) -> String {

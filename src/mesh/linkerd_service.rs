@@ -69,19 +69,13 @@ pub fn plan(service: &ServiceView<'_>, findings: &[ServiceFinding]) -> ServiceMe
 
 /// `value` with each Service port name replaced by its number, as Linkerd reads it (`isNamed`).
 fn with_names_resolved(service: &ServiceView<'_>, value: &str) -> String {
-    value
-        .split(',')
-        .map(|element| {
-            let name = element.trim();
-            service
-                .ports()
-                .iter()
-                .find(|p| !name.is_empty() && p.name() == name)
-                .and_then(|p| p.number())
-                .map_or_else(|| element.to_string(), |port| port.to_string())
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+    exclusions::with_names_resolved(value, |name| {
+        service
+            .ports()
+            .iter()
+            .find(|p| p.name() == name)
+            .and_then(|p| p.number())
+    })
 }
 
 #[cfg(test)]

@@ -18,7 +18,9 @@ use crate::detect::{Detection, detect, outbound_ports};
 use crate::pod::PodView;
 use crate::ports::{PortSet, format_port_list};
 
-/// Annotation serverfirst writes to record the inbound ports it took out of capture.
+/// Annotation serverfirst writes to record the inbound ports it took out of capture; only for
+/// meshes that exclude them (Linkerd makes them opaque, still captured: see
+/// [`Mesh::excludes_inbound`]).
 pub const RECORD_KEY: &str = "serverfirst.dev/excluded-ports";
 /// Annotation serverfirst writes to record the outbound ports it took out of capture.
 pub const OUTBOUND_RECORD_KEY: &str = "serverfirst.dev/excluded-outbound-ports";
@@ -65,10 +67,16 @@ impl Mesh {
         }
     }
 
+    /// The mesh's plan takes inbound ports out of capture. Linkerd's keeps them captured, as
+    /// opaque ports, so serverfirst records no excluded ports for it.
+    pub fn excludes_inbound(self) -> bool {
+        self != Mesh::Linkerd
+    }
+
     fn plan(self, pod: &PodView<'_>, ports: &Ports, config: &Config) -> MeshPlan {
         match self {
             Mesh::Istio => istio::plan(pod, &ports.inbound, &ports.outbound, &config.istio),
-            Mesh::Linkerd => linkerd::PROFILE.plan(pod, ports),
+            Mesh::Linkerd => linkerd::plan(pod, ports),
             Mesh::Kuma => kuma::PROFILE.plan(pod, ports),
             Mesh::Consul => consul::PROFILE.plan(pod, ports),
         }
@@ -266,6 +274,11 @@ pub fn decide(pod: &PodView<'_>, config: &Config) -> Decision {
         };
     }
     let mut changes = Vec::new();
+    let excluded = if active.iter().any(|mesh| mesh.excludes_inbound()) {
+        ports.inbound.clone()
+    } else {
+        PortSet::new()
+    };
     for mesh in active {
         let plan = mesh.plan(pod, &ports, config);
         changes.extend(plan.changes);
@@ -273,7 +286,7 @@ pub fn decide(pod: &PodView<'_>, config: &Config) -> Decision {
     }
     if !changes.is_empty() {
         for (key, ports) in [
-            (RECORD_KEY, &ports.inbound),
+            (RECORD_KEY, &excluded),
             (OUTBOUND_RECORD_KEY, &ports.outbound),
         ] {
             let record = format_port_list(ports.iter().copied());
@@ -397,7 +410,6 @@ mod profile_tests {
     #[test]
     fn annotation_profiles_merge_like_istio() {
         for (mesh, key) in [
-            (Mesh::Linkerd, linkerd::PROFILE.inbound_key),
             (Mesh::Kuma, kuma::PROFILE.inbound_key),
             (Mesh::Consul, consul::PROFILE.inbound_key),
         ] {
@@ -432,14 +444,107 @@ mod profile_tests {
         }
     }
 
+    /// Linkerd's pod plan: opaque-ports merged with what Linkerd reads today (the annotation, or
+    /// absent, the default ports the containers declare); no excluded-ports record.
+    #[test]
+    fn linkerd_pod_plan_table() {
+        use linkerd_service::OPAQUE_PORTS;
+        let config = config(&[Mesh::Linkerd]);
+        let numbered = |ports: &[u16]| -> Value {
+            ports.iter().map(|&p| json!({"containerPort": p})).collect()
+        };
+        let named =
+            json!([{"name": "smtp", "containerPort": 25}, {"name": "imap", "containerPort": 143}]);
+        // (container ports, annotations, opaque-ports written, a warning)
+        let cases: Vec<(Value, Value, Option<&str>, bool)> = vec![
+            (numbered(&[25, 587]), json!({}), None, false),
+            (
+                numbered(&[25, 80, 110, 143, 3306]),
+                json!({}),
+                Some("25,110,143,3306"),
+                false,
+            ),
+            (
+                numbered(&[25, 143]),
+                json!({OPAQUE_PORTS: "8080"}),
+                Some("25,143,8080"),
+                false,
+            ),
+            (
+                numbered(&[143]),
+                json!({OPAQUE_PORTS: "100-200"}),
+                None,
+                false,
+            ),
+            (
+                numbered(&[143]),
+                json!({OPAQUE_PORTS: "gopher"}),
+                None,
+                true,
+            ),
+            (numbered(&[143]), json!({OPAQUE_PORTS: "143,"}), None, true),
+            // Names resolve to container ports and are written as numbers, which the policy
+            // controller reads.
+            (
+                named.clone(),
+                json!({OPAQUE_PORTS: "imap, smtp"}),
+                Some("25,143"),
+                false,
+            ),
+            (named, json!({OPAQUE_PORTS: "imap"}), Some("25,143"), false),
+            // Skipped ports are not captured at all: left as they are.
+            (
+                numbered(&[25, 110, 143]),
+                json!({linkerd::SKIP_INBOUND: "100-150"}),
+                None,
+                false,
+            ),
+            (
+                numbered(&[25, 110, 143]),
+                json!({linkerd::SKIP_INBOUND: "143"}),
+                Some("25,110"),
+                false,
+            ),
+        ];
+        for (ports, annotations, written, warned) in cases {
+            let pod = json!({"metadata": {"annotations": annotations},
+                             "spec": {"containers": [{"name": "app", "ports": ports}]}});
+            let decision = decide_value(&pod, &config);
+            assert!(matches!(decision, Decision::Planned(_)), "{pod}");
+            let expected: Vec<Change> = written
+                .map(|value| Change::SetAnnotation {
+                    key: OPAQUE_PORTS.into(),
+                    value: value.into(),
+                })
+                .into_iter()
+                .collect();
+            assert_eq!(decision.changes(), expected, "{annotations}");
+            assert_eq!(
+                decision
+                    .warnings()
+                    .iter()
+                    .any(|w| w.starts_with(OPAQUE_PORTS)),
+                warned,
+                "{annotations}: {:?}",
+                decision.warnings()
+            );
+            let patched = applied(&pod, &config);
+            assert!(
+                decide_value(&patched, &config).changes().is_empty(),
+                "{annotations}: second pass changes nothing"
+            );
+        }
+    }
+
     #[test]
     fn linkerd_keeps_ranges_that_cover_the_ports() {
+        let key = linkerd_service::OPAQUE_PORTS;
         let config = config(&[Mesh::Linkerd]);
-        let covered = pod(Some(json!({linkerd::PROFILE.inbound_key: "20-30,500-600"})));
+        let covered = pod(Some(json!({key: "20-30,500-600"})));
         assert!(decide_value(&covered, &config).changes().is_empty());
-        let partly = pod(Some(json!({linkerd::PROFILE.inbound_key: "20-30"})));
+        let partly = pod(Some(json!({key: "20-30"})));
         assert_eq!(
-            applied(&partly, &config)["metadata"]["annotations"][linkerd::PROFILE.inbound_key],
+            applied(&partly, &config)["metadata"]["annotations"][key],
             "20-30,587"
         );
         // Ranges are not Kuma syntax.
@@ -574,13 +679,17 @@ mod profile_tests {
         let annotations = &patched["metadata"]["annotations"];
         for key in [
             istio::EXCLUDE_INBOUND,
-            linkerd::PROFILE.inbound_key,
             kuma::PROFILE.inbound_key,
             consul::PROFILE.inbound_key,
             RECORD_KEY,
         ] {
             assert_eq!(annotations[key], "25,587", "{key}");
         }
+        // 25 and 587 are opaque by Linkerd's default, which a written annotation would replace.
+        assert!(
+            annotations.get(linkerd_service::OPAQUE_PORTS).is_none(),
+            "{annotations}"
+        );
     }
 
     #[test]
@@ -593,16 +702,16 @@ mod profile_tests {
             },
             ..Config::default()
         };
-        let linkerd_pod = pod(Some(json!({"linkerd.io/inject": "enabled"})));
+        let mut linkerd_pod = pod(Some(json!({"linkerd.io/inject": "enabled"})));
+        linkerd_pod["spec"]["containers"][0]["ports"] =
+            json!([{"containerPort": 587}, {"containerPort": 25}, {"containerPort": 143}]);
         let patched = applied(&linkerd_pod, &auto);
-        assert_eq!(
-            patched["metadata"]["annotations"][linkerd::PROFILE.inbound_key],
-            "25,587"
-        );
+        let annotations = &patched["metadata"]["annotations"];
+        assert_eq!(annotations[linkerd_service::OPAQUE_PORTS], "25,143,587");
+        assert!(annotations.get(istio::EXCLUDE_INBOUND).is_none());
         assert!(
-            patched["metadata"]["annotations"]
-                .get(istio::EXCLUDE_INBOUND)
-                .is_none()
+            annotations.get(RECORD_KEY).is_none(),
+            "opaque ports are not excluded: {annotations}"
         );
         // No marker: the fallback.
         let patched = applied(&pod(None), &auto);
@@ -622,7 +731,7 @@ mod profile_tests {
         let annotations = &patched["metadata"]["annotations"];
         for key in [
             istio::EXCLUDE_OUTBOUND,
-            linkerd::PROFILE.outbound_key,
+            linkerd::SKIP_OUTBOUND,
             kuma::PROFILE.outbound_key,
             consul::PROFILE.outbound_key,
             OUTBOUND_RECORD_KEY,
