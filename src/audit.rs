@@ -1,25 +1,30 @@
-//! Audit of running pods through the Kubernetes API: which are broken today (`at-risk`),
-//! which serverfirst would change when they are next created, which are fine.
+//! Audit of running pods and Services through the Kubernetes API: which are broken today
+//! (`at-risk`), which serverfirst would change when they are next created or updated, which are
+//! fine.
 //!
-//! Needs only `list pods` and `get replicasets` (to name a Deployment instead of its
-//! ReplicaSet). Pods are listed in pages (`limit` + `continue`) and audited page by page.
+//! Needs only `list pods`, `list services` and `get replicasets` (to name a Deployment instead
+//! of its ReplicaSet). Pods are listed in pages (`limit` + `continue`) and audited page by page;
+//! a list comes in namespace order, so each namespace's Services are listed and audited once its
+//! pods are through, against those pods' labels: memory stays that of one namespace.
 
 pub mod apply;
 pub mod policyreport;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, OwnerReference};
 use kube::api::{Api, ListParams};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::config::Config;
+use crate::mesh::service::{ServiceDecision, decide_service};
 use crate::mesh::{Change, Decision, RECORD_KEY, decide};
 use crate::pod::PodView;
-use crate::ports::format_port_list;
+use crate::ports::{PortSet, phrase};
+use crate::service::ServiceView;
 
 /// The verdict on one running pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -70,36 +75,50 @@ pub enum Resource {
         #[serde(skip_serializing_if = "String::is_empty")]
         uid: String,
     },
+    Service {
+        namespace: String,
+        service: String,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        uid: String,
+    },
 }
 
 impl Resource {
     pub fn kind(&self) -> &'static str {
         match self {
             Resource::Pod { .. } => "Pod",
+            Resource::Service { .. } => "Service",
         }
     }
 
     pub fn api_version(&self) -> &'static str {
         match self {
-            Resource::Pod { .. } => "v1",
+            Resource::Pod { .. } | Resource::Service { .. } => "v1",
         }
     }
 
     pub fn namespace(&self) -> &str {
         match self {
-            Resource::Pod { namespace, .. } => namespace,
+            Resource::Pod { namespace, .. } | Resource::Service { namespace, .. } => namespace,
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
             Resource::Pod { pod, .. } => pod,
+            Resource::Service { service, .. } => service,
+        }
+    }
+
+    fn set_uid(&mut self, value: String) {
+        match self {
+            Resource::Pod { uid, .. } | Resource::Service { uid, .. } => *uid = value,
         }
     }
 
     pub fn uid(&self) -> &str {
         match self {
-            Resource::Pod { uid, .. } => uid,
+            Resource::Pod { uid, .. } | Resource::Service { uid, .. } => uid,
         }
     }
 }
@@ -152,6 +171,8 @@ impl Tally {
 pub enum AuditError {
     #[error("cannot list pods: {0}")]
     List(String),
+    #[error("cannot list the Services of namespace {namespace}: {message}")]
+    ListServices { namespace: String, message: String },
 }
 
 /// Classifies one pod (pure): the same decision the webhook makes, plus what it means for a pod
@@ -197,8 +218,8 @@ pub fn classify(pod: &PodView<'_>, config: &Config) -> AuditRow {
                 crate::mesh::meshes_for(pod, &config.meshes).contains(&crate::mesh::Mesh::Istio);
             if istio && !plan.ports.is_empty() {
                 audit.companion = format!(
-                    "meshed clients need a DestinationRule with tls.mode DISABLE for port {} on each Service in front of this pod (`serverfirst render --companions` writes them)",
-                    format_port_list(plan.ports.iter().copied())
+                    "meshed clients need a DestinationRule with tls.mode DISABLE for {} on each Service in front of this pod (`serverfirst companions` keeps them; `serverfirst render --companions` writes them)",
+                    phrase(plan.ports.iter().copied())
                 );
             }
             audit.fix = match audit.status {
@@ -208,7 +229,105 @@ pub fn classify(pod: &PodView<'_>, config: &Config) -> AuditRow {
                 },
                 AuditStatus::WouldPatch => format!(
                     "serverfirst excludes {} when the pod is next created",
-                    format_port_list(audit.ports.iter().copied())
+                    phrase(audit.ports.iter().copied())
+                ),
+                _ => String::new(),
+            };
+        }
+    }
+    audit
+}
+
+/// A pod of the Service's namespace as far as the Service audit needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SelectablePod {
+    pub labels: BTreeMap<String, String>,
+    pub sidecar: bool,
+}
+
+impl SelectablePod {
+    pub fn of(pod: &PodView<'_>) -> SelectablePod {
+        let labels = pod
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref())
+            .map(|labels| {
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        SelectablePod {
+            labels,
+            sidecar: has_sidecar(pod),
+        }
+    }
+}
+
+/// Classifies one Service (pure) against the pods of its namespace: the same decision the
+/// webhook makes for a Service. At risk when a selected pod has a sidecar (its clients are
+/// meshed too, and Istio sniffs the undeclared port on them), would-patch when no selected pod
+/// has one yet, protected when already declared.
+pub fn classify_service(
+    service: &ServiceView<'_>,
+    selector: &BTreeMap<String, String>,
+    pods: &[SelectablePod],
+    config: &Config,
+) -> AuditRow {
+    let selected: Vec<&SelectablePod> = match selector.is_empty() {
+        true => Vec::new(),
+        false => pods
+            .iter()
+            .filter(|pod| selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v)))
+            .collect(),
+    };
+    let sidecar = selected.iter().any(|pod| pod.sidecar);
+    let mut audit = AuditRow {
+        resource: Resource::Service {
+            namespace: service
+                .metadata
+                .as_ref()
+                .and_then(|m| m.namespace.as_deref())
+                .unwrap_or_default()
+                .to_string(),
+            service: service.display_name(),
+            uid: String::new(),
+        },
+        owner: None,
+        status: AuditStatus::NotApplicable,
+        ports: Vec::new(),
+        sidecar,
+        needs_restart: false,
+        fix: String::new(),
+        reason: String::new(),
+        warnings: Vec::new(),
+        companion: String::new(),
+    };
+    let decision = decide_service(service, config);
+    audit.warnings = decision.warnings().to_vec();
+    match decision {
+        ServiceDecision::Skipped(reason) => audit.reason = reason.to_string(),
+        ServiceDecision::NoPorts => audit.reason = "no server-first ports".to_string(),
+        ServiceDecision::Planned(plan) => {
+            audit.ports = match plan.changes.is_empty() {
+                true => plan.findings.iter().map(|f| f.port).collect::<PortSet>(),
+                false => plan.declared.clone(),
+            }
+            .into_iter()
+            .collect();
+            audit.status = match (plan.changes.is_empty(), sidecar) {
+                (true, _) => AuditStatus::Protected,
+                (false, true) => AuditStatus::AtRisk,
+                (false, false) => AuditStatus::WouldPatch,
+            };
+            let declare = phrase(plan.declared.iter().copied());
+            audit.fix = match audit.status {
+                AuditStatus::AtRisk => format!(
+                    "meshed clients sniff Service {declare}: set appProtocol: tcp, or update the Service with serverfirst installed (it reviews Service updates)"
+                ),
+                AuditStatus::WouldPatch => format!(
+                    "serverfirst declares Service {declare} TCP when the Service is next created or updated"
                 ),
                 _ => String::new(),
             };
@@ -261,6 +380,10 @@ pub struct Auditor<'c> {
     config: &'c Config,
     token: Option<String>,
     progress: Progress,
+    /// The namespace whose pods are being listed, for its Services.
+    namespace: NamespacePods,
+    /// Services are listed (until the API forbids it).
+    services: bool,
 }
 
 impl<'c> Auditor<'c> {
@@ -283,6 +406,8 @@ impl<'c> Auditor<'c> {
                 remaining: None,
                 complete: false,
             },
+            namespace: NamespacePods::default(),
+            services: true,
         }
     }
 
@@ -303,13 +428,22 @@ impl<'c> Auditor<'c> {
             .request_text(request)
             .await
             .map_err(|error| AuditError::List(root_cause(&error)))?;
-        let page: RawPodList<'_> = serde_json::from_str(&body)
+        let page: RawList<'_> = serde_json::from_str(&body)
             .map_err(|error| AuditError::List(format!("the PodList does not parse: {error}")))?;
         let mut rows = Vec::with_capacity(page.items.len());
         for pod in &page.items {
-            rows.push(self.audit_pod(pod).await?);
+            let (row, selectable) = self.audit_pod(pod).await?;
+            if row.resource.namespace() != self.namespace.name {
+                rows.extend(self.audit_services().await?);
+                self.namespace = NamespacePods {
+                    name: row.resource.namespace().to_string(),
+                    pods: Vec::new(),
+                };
+            }
+            self.namespace.pods.push(selectable);
+            rows.push(row);
         }
-        self.progress.listed += rows.len();
+        self.progress.listed += page.items.len();
         self.progress.pages += 1;
         self.progress.remaining = page
             .metadata
@@ -317,20 +451,24 @@ impl<'c> Auditor<'c> {
             .and_then(|count| u64::try_from(count).ok());
         self.token = page.metadata.continue_.filter(|t| !t.is_empty());
         self.progress.complete = self.token.is_none();
+        if self.progress.complete {
+            rows.extend(self.audit_services().await?);
+        }
         Ok(Some(Page {
             rows,
             progress: self.progress,
         }))
     }
 
-    async fn audit_pod(&mut self, pod: &RawValue) -> Result<AuditRow, AuditError> {
+    /// The pod's row, and what its namespace's Services need of it.
+    async fn audit_pod(&mut self, pod: &RawValue) -> Result<(AuditRow, SelectablePod), AuditError> {
         let unreadable =
             |error: serde_json::Error| AuditError::List(format!("a pod does not parse: {error}"));
         let view = PodView::from_json(pod.get().as_bytes()).map_err(unreadable)?;
         let identity: PodIdentity = serde_json::from_str(pod.get()).map_err(unreadable)?;
+
         let mut audit = classify(&view, self.config);
-        let Resource::Pod { uid, .. } = &mut audit.resource;
-        *uid = identity.metadata.uid;
+        audit.resource.set_uid(identity.metadata.uid);
         audit.owner = self
             .owners
             .resolve(
@@ -341,14 +479,79 @@ impl<'c> Auditor<'c> {
         if let Some(restart) = restart_command(&audit) {
             audit.fix = format!("{restart}; {}", audit.fix);
         }
-        Ok(audit)
+        Ok((audit, SelectablePod::of(&view)))
     }
 }
 
-/// A PodList page with its pods left as JSON text: each is read once, by [`PodView`], instead of
-/// being built as a typed `Pod` first.
+/// The pods of the namespace being listed, for its Services.
+#[derive(Debug, Default)]
+struct NamespacePods {
+    name: String,
+    pods: Vec<SelectablePod>,
+}
+
+impl Auditor<'_> {
+    /// The rows of the finished namespace's Services. Without `list services` (an older audit
+    /// role) the pods are still audited: said once, then Services are left out.
+    async fn audit_services(&mut self) -> Result<Vec<AuditRow>, AuditError> {
+        let namespace = std::mem::take(&mut self.namespace);
+        if namespace.name.is_empty() || !self.services {
+            return Ok(Vec::new());
+        }
+        let failed = |message: String| AuditError::ListServices {
+            namespace: namespace.name.clone(),
+            message,
+        };
+        let url_path = <Service as kube::Resource>::url_path(&(), Some(&namespace.name));
+        let request = kube::core::Request::new(&url_path)
+            .list(&ListParams::default())
+            .map_err(|error| failed(root_cause(&error)))?;
+        let body = match self.client.request_text(request).await {
+            Ok(body) => body,
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                tracing::warn!(namespace = %namespace.name, "cannot list services (forbidden); auditing pods only");
+                eprintln!("warning: cannot list services (forbidden): auditing pods only");
+                self.services = false;
+                return Ok(Vec::new());
+            }
+            Err(error) => return Err(failed(root_cause(&error))),
+        };
+        let list: RawList<'_> = serde_json::from_str(&body)
+            .map_err(|error| failed(format!("the ServiceList does not parse: {error}")))?;
+        let mut rows = Vec::with_capacity(list.items.len());
+        for item in &list.items {
+            let unreadable =
+                |error: serde_json::Error| failed(format!("a Service does not parse: {error}"));
+            let view = ServiceView::from_json(item.get().as_bytes()).map_err(unreadable)?;
+            let identity: ServiceIdentity = serde_json::from_str(item.get()).map_err(unreadable)?;
+            let mut row =
+                classify_service(&view, &identity.spec.selector, &namespace.pods, self.config);
+            row.resource.set_uid(identity.metadata.uid);
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+}
+
+/// What a Service row needs besides what [`ServiceView`] reads.
 #[derive(Deserialize)]
-struct RawPodList<'a> {
+struct ServiceIdentity {
+    #[serde(default)]
+    metadata: PodIdentityMeta,
+    #[serde(default)]
+    spec: ServiceIdentitySpec,
+}
+
+#[derive(Deserialize, Default)]
+struct ServiceIdentitySpec {
+    #[serde(default)]
+    selector: BTreeMap<String, String>,
+}
+
+/// A list page with its items left as JSON text: each is read once, by its view, instead of
+/// being built as a typed object first.
+#[derive(Deserialize)]
+struct RawList<'a> {
     #[serde(default)]
     metadata: ListMeta,
     #[serde(borrow, default)]

@@ -41,7 +41,44 @@ async fn audit_reports_each_pod_with_its_owner_across_pages() {
     )
     .await;
     assert_eq!(code, 1, "at-risk pods make the exit code 1\n{stderr}");
-    let rows: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    let all: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    // Each namespace's Services follow its pods, decided against their labels.
+    let services: Vec<(&str, &str, &str, String)> = all
+        .iter()
+        .filter(|r| r["kind"] == "Service")
+        .map(|r| {
+            (
+                r["namespace"].as_str().unwrap(),
+                r["service"].as_str().unwrap(),
+                r["status"].as_str().unwrap(),
+                serde_json::to_string(&r["ports"]).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        services,
+        [
+            ("mail", "mox", "at-risk", "[587]".to_string()),
+            ("mail", "relay", "protected", "[25]".to_string()),
+            ("jobs", "digest", "would-patch", "[587]".to_string()),
+            ("web", "nginx", "not-applicable", "[]".to_string()),
+        ],
+        "{stdout}"
+    );
+    let mox = all.iter().find(|r| r["service"] == "mox").unwrap();
+    assert!(
+        mox["fix"]
+            .as_str()
+            .unwrap()
+            .starts_with("meshed clients sniff Service port 587: set appProtocol: tcp"),
+        "{mox}"
+    );
+    assert_eq!(mox["uid"], "uid-svc-mox");
+    assert_eq!(
+        *api.calls.service_lists.lock().unwrap(),
+        ["mail", "jobs", "web"]
+    );
+    let rows: Vec<Value> = all.into_iter().filter(|r| r["kind"] == "Pod").collect();
     let summary: Vec<(String, String, String, String)> = rows
         .iter()
         .map(|r| {
@@ -139,7 +176,7 @@ async fn audit_table_is_aligned() {
     let (code, stdout, _) = run_audit(&config, &["--all-namespaces", "--context", "stub"]).await;
     assert_eq!(code, 1);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert!(lines[0].starts_with("NAMESPACE  POD"), "{stdout}");
+    assert!(lines[0].starts_with("NAMESPACE  NAME"), "{stdout}");
     let status_column = lines[0].find("STATUS").unwrap();
     assert_eq!(
         &lines[1][status_column..status_column + 7],
@@ -274,7 +311,7 @@ async fn policyreport_per_namespace_validates_against_the_crd() {
     );
     assert_eq!(
         mail["summary"],
-        json!({"pass": 1, "fail": 3, "warn": 0, "error": 0, "skip": 0})
+        json!({"pass": 2, "fail": 4, "warn": 0, "error": 0, "skip": 0})
     );
     let outcomes: Vec<&str> = mail["results"]
         .as_array()
@@ -282,7 +319,11 @@ async fn policyreport_per_namespace_validates_against_the_crd() {
         .iter()
         .map(|r| r["result"].as_str().unwrap())
         .collect();
-    assert_eq!(outcomes, ["fail", "fail", "pass", "fail"]);
+    assert_eq!(outcomes, ["fail", "fail", "pass", "fail", "fail", "pass"]);
+    assert_eq!(
+        mail["results"][4]["resources"],
+        json!([{"apiVersion": "v1", "kind": "Service", "name": "mox", "namespace": "mail", "uid": "uid-svc-mox"}])
+    );
     let first = &mail["results"][0];
     for (key, value) in [
         ("source", "serverfirst"),
@@ -306,7 +347,8 @@ async fn policyreport_per_namespace_validates_against_the_crd() {
             .starts_with("kubectl -n mail rollout restart deployment/mox; "),
         "{first}"
     );
-    assert_eq!(documents[1]["summary"]["warn"], 1);
+    // jobs: the pod without a sidecar yet and the Service in front of it.
+    assert_eq!(documents[1]["summary"]["warn"], 2);
 
     // The closed schema is what catches a field in the wrong place.
     let mut misplaced = mail.clone();
@@ -331,7 +373,8 @@ async fn policyreport_per_namespace_validates_against_the_crd() {
     .await;
     let documents = reports(&stdout);
     assert_eq!(documents.len(), 3);
-    assert_eq!(documents[2]["summary"]["skip"], 1);
+    // web: the nginx pod and its Service.
+    assert_eq!(documents[2]["summary"]["skip"], 2);
     assert_eq!(
         documents[2]["results"][0]["message"],
         "no server-first ports"
@@ -450,7 +493,7 @@ async fn apply_writes_reports_by_server_side_apply_and_deletes_stale_ones() {
     )]
         .clone();
     assert_eq!(schema_errors(&validator, &mail), Vec::<String>::new());
-    assert_eq!(mail["summary"]["fail"], 3);
+    assert_eq!(mail["summary"]["fail"], 4);
 
     let requests = api.calls.report_requests.lock().unwrap().clone();
     let summary: Vec<(&str, &str)> = requests
@@ -531,8 +574,12 @@ async fn ndjson_rows_and_progress_by_tenths_of_the_remaining_count() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(rows.len(), 6);
-    assert!(rows.iter().all(|r| r["kind"] == "Pod"), "{stdout}");
+    assert_eq!(rows.len(), 10);
+    assert_eq!(
+        rows.iter().filter(|r| r["kind"] == "Pod").count(),
+        6,
+        "{stdout}"
+    );
     assert_eq!(rows[0]["pod"], "mox-7c9d5b8f6-x2k4q");
     // Non-TTY stderr: a line as each tenth is passed (six pages of one pass five of them), then
     // the closing line.
@@ -608,7 +655,7 @@ async fn kubectl_plugin_name_kubectl_flags_and_help() {
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(
         serde_json::from_str::<Vec<Value>>(&stdout).unwrap().len(),
-        6
+        10
     );
 
     let mut command = Command::new(&plugin);
@@ -656,7 +703,7 @@ async fn kubectl_plugin_name_kubectl_flags_and_help() {
         .env_remove("KUBERNETES_SERVICE_HOST");
     let (code, stdout, stderr) = run(command).await;
     assert_eq!(code, 1, "{stderr}");
-    assert_eq!(stdout.lines().count(), 6, "{stdout}");
+    assert_eq!(stdout.lines().count(), 10, "{stdout}");
 }
 
 /// Peak RSS of `serverfirst audit -A -o FORMAT` over a generated cluster, by `/usr/bin/time -v`,

@@ -375,13 +375,13 @@ fn overlays_and_examples_render_and_pass_strict_schema_validation() {
     }
 }
 
-/// The audit Job's role grants exactly `list pods` and `get replicasets`.
+/// The audit Job's role grants exactly `list pods`, `list services` and `get replicasets`.
 fn check_audit_rbac(objects: &[Value]) {
     let role = only(objects, "ClusterRole", "audit");
     assert_eq!(
         role["rules"],
         serde_json::json!([
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+            {"apiGroups": [""], "resources": ["pods", "services"], "verbs": ["list"]},
             {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get"]}
         ]),
         "audit: least privilege"

@@ -222,6 +222,8 @@ pub struct Calls {
     pods: PodSource,
     pub list_queries: Arc<Mutex<Vec<HashMap<String, String>>>>,
     pub replicaset_gets: Arc<Mutex<Vec<String>>>,
+    /// Namespaces whose Services were listed, in order.
+    pub service_lists: Arc<Mutex<Vec<String>>>,
     pub report_requests: Arc<Mutex<Vec<Request>>>,
     pub reports: Arc<Mutex<Reports>>,
 }
@@ -268,6 +270,53 @@ async fn list_pods(State(calls): State<Calls>, uri: Uri) -> JsonResponse {
         json!({"kind": "PodList", "apiVersion": "v1", "metadata": metadata,
                          "items": calls.pods.page(start, end)}),
     )
+}
+
+/// The Services of the fixed set, in front of some of its pods (whose `app` label is their
+/// name): an undeclared submission port in front of an injected pod (at risk), SMTP on 25
+/// (TCP to Istio already: protected), submission in front of a pod without a sidecar yet.
+pub fn services(namespace: &str) -> Vec<Value> {
+    let service = |name: &str, app: &str, ports: Value| {
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-svc-{name}"), "resourceVersion": "4714"},
+               "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.25", "selector": {"app": app}, "ports": ports}})
+    };
+    match namespace {
+        "mail" => vec![
+            service(
+                "mox",
+                "mox-7c9d5b8f6-x2k4q",
+                json!([{"name": "smtp", "port": 25, "targetPort": 25, "protocol": "TCP"},
+                       {"name": "submission", "port": 587, "targetPort": "submission", "protocol": "TCP"}]),
+            ),
+            service(
+                "relay",
+                "relay-0",
+                json!([{"name": "smtp", "port": 25, "targetPort": 25, "protocol": "TCP"}]),
+            ),
+        ],
+        "jobs" => vec![service(
+            "digest",
+            "digest-29123456-q7k2m",
+            json!([{"name": "submission", "port": 587, "protocol": "TCP"}]),
+        )],
+        "web" => vec![service(
+            "nginx",
+            "nginx",
+            json!([{"name": "http", "port": 80, "protocol": "TCP"}]),
+        )],
+        _ => Vec::new(),
+    }
+}
+
+async fn list_services(State(calls): State<Calls>, Path(namespace): Path<String>) -> JsonResponse {
+    calls.service_lists.lock().unwrap().push(namespace.clone());
+    let items = match calls.pods {
+        PodSource::Fixed(_) => services(&namespace),
+        PodSource::Generated(_) => Vec::new(),
+    };
+    json_response(json!({"kind": "ServiceList", "apiVersion": "v1",
+                         "metadata": {"resourceVersion": "4714"}, "items": items}))
 }
 
 async fn get_replicaset(
@@ -394,11 +443,16 @@ pub async fn stub_api_with(pods: PodSource) -> StubApi {
         pods,
         list_queries: Arc::default(),
         replicaset_gets: Arc::default(),
+        service_lists: Arc::default(),
         report_requests: Arc::default(),
         reports: Arc::default(),
     };
     let router = Router::new()
         .route("/api/v1/pods", get(list_pods))
+        .route(
+            "/api/v1/namespaces/{namespace}/services",
+            get(list_services),
+        )
         .route(
             "/apis/apps/v1/namespaces/{namespace}/replicasets/{name}",
             get(get_replicaset),

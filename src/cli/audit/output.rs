@@ -73,7 +73,7 @@ impl<W: Write> RowWriter for JsonArray<W> {
 
 const HEADER: [&str; 7] = [
     "NAMESPACE",
-    "POD",
+    "NAME",
     "OWNER",
     "STATUS",
     "PORTS",
@@ -101,7 +101,12 @@ impl<W: Write> Table<W> {
 fn cells(row: &AuditRow) -> [String; 7] {
     [
         row.resource.namespace().to_string(),
-        row.resource.name().to_string(),
+        // `kind/name`, as kubectl names objects of several kinds.
+        format!(
+            "{}/{}",
+            row.resource.kind().to_ascii_lowercase(),
+            row.resource.name()
+        ),
         row.owner
             .as_ref()
             .map(ToString::to_string)
