@@ -337,6 +337,28 @@ impl MeshedClient {
         ]
     }
 
+    /// New connections (nat sees the first packet of each) that the client namespace's
+    /// `ISTIO_OUTPUT` sent to the proxy, and that it let out as the proxy's own.
+    fn client_nat(&self) -> (u64, u64) {
+        let counters = netns::nat_counters_in(&self.sandbox.client);
+        let packets = |rule: &str| -> u64 {
+            counters
+                .lines()
+                .filter_map(|line| line.strip_prefix('['))
+                .filter_map(|line| line.split_once("] "))
+                .filter(|(_, r)| *r == rule)
+                .filter_map(|(counts, _)| counts.split_once(':')?.0.parse::<u64>().ok())
+                .sum()
+        };
+        let proxy_uid = envoy::PROXY_UID;
+        (
+            packets("-A ISTIO_OUTPUT -j ISTIO_REDIRECT"),
+            packets(&format!(
+                "-A ISTIO_OUTPUT -m owner --uid-owner {proxy_uid} -j RETURN"
+            )),
+        )
+    }
+
     fn client_summary(&self, stats: &BTreeMap<String, u64>) -> String {
         let names = self.client_counter_names();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -539,7 +561,24 @@ fn meshed_client_case(test: &str, tag: &str, side: ServerSide, patched: bool) {
         ServerSide::Excluded => assert_eq!(tls_handshakes, 0, "{counters}"),
         ServerSide::Captured => assert!(tls_handshakes >= 1, "{counters}"),
     }
-    say(&format!("{label}: client Envoy: {counters}"));
+    // The application's two connections went to 15001, the proxy's own went out as they were.
+    let (redirected, proxy_own) = mesh.client_nat();
+    assert_eq!(
+        redirected,
+        2,
+        "{}",
+        netns::nat_counters_in(&mesh.sandbox.client)
+    );
+    assert_eq!(
+        proxy_own,
+        2,
+        "{}",
+        netns::nat_counters_in(&mesh.sandbox.client)
+    );
+    say(&format!(
+        "{label}: client nat: {redirected} connections of uid {APP_UID} redirected to \
+         {VIRTUAL_OUTBOUND_PORT}, {proxy_own} of the proxy's let out; client Envoy: {counters}"
+    ));
     say(&format!("{label}: server Envoy: {}", mesh.server_summary()));
 }
 

@@ -372,3 +372,123 @@ fn http_connection_manager(listener: &str, cluster: &str) -> Value {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(app_protocol: Option<&str>) -> Value {
+        let mut port =
+            json!({ "name": "submission", "port": 587, "targetPort": 587, "protocol": "TCP" });
+        if let Some(app_protocol) = app_protocol {
+            port["appProtocol"] = json!(app_protocol);
+        }
+        json!({ "kind": "Service", "metadata": { "name": "mox", "namespace": "mail" }, "spec": { "ports": [port] } })
+    }
+
+    fn identity() -> TlsFiles {
+        TlsFiles {
+            cert_chain: "/c".into(),
+            private_key: "/k".into(),
+            trusted_ca: "/r".into(),
+        }
+    }
+
+    fn sidecar(app_protocol: Option<&str>) -> OutboundSidecar {
+        OutboundSidecar::for_service(&service(app_protocol), "10.96.0.10")
+            .unwrap()
+            .endpoint(Endpoint {
+                address: "10.201.0.2".into(),
+                tls_mode: Some("istio".into()),
+            })
+            .mtls(identity(), &["spiffe://cluster.local/ns/mail/sa/mox"])
+    }
+
+    #[test]
+    fn an_auto_detected_port_sniffs_and_falls_back_to_tcp() {
+        let listeners = sidecar(None).listeners();
+        let port = &listeners[1];
+        assert_eq!(port["name"], "10.96.0.10_587");
+        assert_eq!(port["bind_to_port"], false);
+        assert_eq!(
+            port["listener_filters"][0]["name"],
+            "envoy.filters.listener.http_inspector"
+        );
+        assert_eq!(port["listener_filters_timeout"], "0s");
+        let chains = port["filter_chains"].as_array().unwrap();
+        assert_eq!(chains.len(), 1);
+        assert_eq!(
+            chains[0]["filter_chain_match"],
+            json!({ "transport_protocol": "raw_buffer", "application_protocols": ["http/1.1", "h2c"] })
+        );
+        assert_eq!(
+            port["default_filter_chain"]["filters"][0]["typed_config"]["cluster"],
+            "outbound|587||mox.mail.svc.cluster.local"
+        );
+        assert_eq!(listeners[0]["use_original_dst"], true);
+    }
+
+    #[test]
+    fn a_tcp_port_proxies_at_once() {
+        let listeners = sidecar(Some("tcp")).listeners();
+        let port = &listeners[1];
+        assert_eq!(port["listener_filters"], json!([]));
+        assert_eq!(port["filter_chains"].as_array().unwrap().len(), 1);
+        assert!(port.get("default_filter_chain").is_none());
+    }
+
+    #[test]
+    fn the_port_level_tls_mode_of_the_rule_for_the_host_applies() {
+        let rule = |host: &str, top: Option<&str>| {
+            let mut rule = json!({ "spec": { "host": host, "trafficPolicy": {
+                "portLevelSettings": [{ "port": { "number": 587 }, "tls": { "mode": "DISABLE" } }] } } });
+            if let Some(mode) = top {
+                rule["spec"]["trafficPolicy"]["tls"] = json!({ "mode": mode });
+            }
+            rule
+        };
+        let mode =
+            |rule: Value, port: u16| sidecar(None).destination_rule(Some(rule)).tls_mode(port);
+        assert_eq!(mode(rule("mox", None), 587).as_deref(), Some("DISABLE"));
+        assert_eq!(
+            mode(
+                rule("mox.mail.svc.cluster.local", Some("ISTIO_MUTUAL")),
+                587
+            )
+            .as_deref(),
+            Some("DISABLE")
+        );
+        assert_eq!(
+            mode(rule("mox", Some("ISTIO_MUTUAL")), 25).as_deref(),
+            Some("ISTIO_MUTUAL")
+        );
+        assert_eq!(mode(rule("other", None), 587), None);
+    }
+
+    #[test]
+    fn auto_mtls_matches_endpoints_with_a_sidecar() {
+        let clusters = sidecar(None).clusters().unwrap();
+        let matches = clusters[2]["transport_socket_matches"].as_array().unwrap();
+        assert_eq!(matches[0]["match"], json!({ "tlsMode": "istio" }));
+        let tls = &matches[0]["transport_socket"]["typed_config"];
+        assert_eq!(tls["sni"], "outbound_.587_._.mox.mail.svc.cluster.local");
+        assert_eq!(
+            tls["common_tls_context"]["alpn_protocols"],
+            json!(["istio-peer-exchange", "istio"])
+        );
+        assert_eq!(matches[1]["match"], json!({}));
+        let endpoint = &clusters[2]["load_assignment"]["endpoints"][0]["lb_endpoints"][0];
+        assert_eq!(
+            endpoint["metadata"]["filter_metadata"]["envoy.transport_socket_match"],
+            json!({ "tlsMode": "istio" })
+        );
+        let rule = json!({ "spec": { "host": "mox", "trafficPolicy": {
+            "portLevelSettings": [{ "port": { "number": 587 }, "tls": { "mode": "DISABLE" } }] } } });
+        let plain = sidecar(None)
+            .destination_rule(Some(rule))
+            .clusters()
+            .unwrap();
+        assert!(plain[2].get("transport_socket_matches").is_none());
+        assert!(plain[2].get("transport_socket").is_none());
+    }
+}

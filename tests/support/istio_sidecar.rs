@@ -774,4 +774,41 @@ mod tests {
             .collect();
         assert_eq!(matches, expected);
     }
+
+    /// PERMISSIVE, a TCP Service port: mTLS is terminated on the Istio-ALPN `tls` chain only;
+    /// the plain `tls` chain and the plaintext one forward the bytes as they come.
+    #[test]
+    fn mtls_is_terminated_where_istio_sets_tls() {
+        let submission = ServicePort {
+            name: "submission".to_string(),
+            port: 587,
+            target_port: 587,
+            protocol: "TCP".to_string(),
+            app_protocol: Some("tcp".to_string()),
+        };
+        let identity = TlsFiles {
+            cert_chain: "/c".into(),
+            private_key: "/k".into(),
+            trusted_ca: "/r".into(),
+        };
+        let listener = InboundSidecar::new()
+            .service_ports(vec![submission])
+            .mtls(identity)
+            .listener();
+        let chains: Vec<&Value> = listener["filter_chains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["name"] == "0.0.0.0_587")
+            .collect();
+        assert_eq!(chains.len(), 3);
+        let tls = &chains[0]["transport_socket"]["typed_config"];
+        assert_eq!(tls["require_client_certificate"], true);
+        assert_eq!(
+            tls["common_tls_context"]["alpn_protocols"],
+            json!(["istio-peer-exchange", "h2", "http/1.1"])
+        );
+        assert!(chains[1].get("transport_socket").is_none());
+        assert!(chains[2].get("transport_socket").is_none());
+    }
 }
