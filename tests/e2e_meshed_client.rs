@@ -68,6 +68,7 @@ const VIP: &str = "10.96.0.10";
 const SUBMISSION: u16 = 587;
 /// The client application's uid and gid: anything but the proxy's 1337.
 const APP_UID: u32 = 1000;
+
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
