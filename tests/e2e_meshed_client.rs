@@ -414,8 +414,9 @@ fn stat(stats: &BTreeMap<String, u64>, name: &str) -> u64 {
     stats.get(name).copied().unwrap_or(0)
 }
 
-/// The DestinationRule that disables mTLS to the excluded port, as the companions core writes
-/// it for the Service, its EndpointSlice and the patched pod.
+/// The DestinationRule that disables mTLS to the excluded port, as serverfirst's companions
+/// core (the one `check`/`render --companions` print from) writes it for the Service and the
+/// patched pod.
 fn companion_rule(service: &Value, pod: &Value) -> Value {
     let rules = companions::rules(service, pod);
     assert_eq!(rules.len(), 1, "{rules:?}");
@@ -423,8 +424,8 @@ fn companion_rule(service: &Value, pod: &Value) -> Value {
 }
 
 mod companions {
-    //! The companions core on the objects of a case: the Service, the EndpointSlice the
-    //! EndpointSlice controller writes for it (the pod behind the resolved port) and the pod.
+    //! The companions core on the objects of a case: the Service and the pod behind it, with
+    //! the ports the webhook recorded as excluded.
     use serde_json::Value;
     use serverfirst::manifests::companions::{Service, Workload, destination_rules};
     use serverfirst::mesh::RECORD_KEY;
