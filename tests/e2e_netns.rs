@@ -22,6 +22,8 @@
 mod common;
 mod webhook_support;
 
+#[path = "support/e2e_mail.rs"]
+mod e2e_mail;
 #[path = "support/e2e_pods.rs"]
 mod e2e_pods;
 #[path = "support/envoy.rs"]
@@ -39,6 +41,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use e2e_mail::{AT_ONCE_MS, BIN, STALL_WAIT_SECS, elapsed_ms, ms, prerequisites};
 use e2e_pods::{
     FTP_CONTROL_PORT, FTP_PASSIVE_PORTS, POP3_PORT, SMTP_PORTS, admitted, admitted_shapes,
     container_ports, created_pod, ftp_pod, pop3_pod,
@@ -51,7 +54,6 @@ use istio_sidecar::{
 use netns::{CLIENT_ADDR, Daemon, POD_ADDR, Sandbox, run_bounded, say, text};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_serverfirst");
 const SMTPLIB_SEND: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/e2e/smtplib_send.py"
@@ -61,39 +63,10 @@ const POP3_BANNER: &str = concat!(
     "/tests/fixtures/e2e/pop3_banner.py"
 );
 
-/// How long a client waits silently for the banner (probe) or for any reply (swaks, smtplib).
-const STALL_WAIT_SECS: u64 = 2;
-/// The most a banner may take to count as "at once".
-const AT_ONCE_MS: f64 = 100.0;
-
-const TOOLS: [&str; 8] = [
-    "ip",
-    "iptables-restore",
-    "iptables-save",
-    "ss",
-    "setpriv",
-    "curl",
-    "swaks",
-    "python3",
-];
-const INSTALL_HINT: &str =
-    "Debian: apt-get install iproute2 iptables util-linux curl swaks python3";
-
 /// The stats of `virtualInbound` (Envoy names listener stats by address).
 const VI_CX_TOTAL: &str = "listener.0.0.0.0_15006.downstream_cx_total";
 const VI_REMOTE_CLOSE: &str = "listener.0.0.0.0_15006.downstream_listener_filter_remote_close";
 const VI_FILTER_TIMEOUT: &str = "listener.0.0.0.0_15006.downstream_pre_cx_timeout";
-
-/// Root, the tools and a startable Envoy, else `tool_missing` (a failure under CI) and `false`.
-fn prerequisites(test: &str, tag: &str) -> bool {
-    let missing =
-        netns::missing_prerequisite(tag, &TOOLS, INSTALL_HINT).or_else(envoy::envoy_missing);
-    if let Some(why) = missing {
-        common::tool_missing(test, &why);
-        return false;
-    }
-    true
-}
 
 /// The Python of `.ci/install-envoy`'s FTP virtualenv, where pyftpdlib is.
 fn ftp_python() -> PathBuf {
@@ -173,13 +146,7 @@ impl Mesh {
 
     /// The reference SMTP server on the SMTP ports, with a Maildir.
     fn start_smtp(&mut self) {
-        let mut smtp = self.sandbox.in_pod(BIN);
-        smtp.args(["--log-format", "json", "smtp", "--hostname", "mx.test"]);
-        for port in SMTP_PORTS {
-            smtp.args(["--listen", &format!("0.0.0.0:{port}")]);
-        }
-        smtp.arg("--maildir").arg(self.maildir());
-        smtp.env("RUST_LOG", "serverfirst=debug");
+        let smtp = e2e_mail::smtp_server(self.sandbox.in_pod(BIN), &self.maildir());
         self.smtp = Some(Daemon::start("smtp", smtp, self.dir.path()));
         self.wait_listening(&SMTP_PORTS);
     }
@@ -191,18 +158,12 @@ impl Mesh {
     }
 
     fn wait_listening(&mut self, ports: &[u16]) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.sandbox.listening(ports) {
-            for daemon in self.smtp.iter_mut().chain(self.apps.iter_mut()) {
+        let (smtp, apps) = (&mut self.smtp, &mut self.apps);
+        self.sandbox.wait_listening(ports, || {
+            for daemon in smtp.iter_mut().chain(apps.iter_mut()) {
                 daemon.assert_running();
             }
-            assert!(
-                Instant::now() < deadline,
-                "listeners not up: {ports:?}\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        });
     }
 
     fn maildir(&self) -> PathBuf {
@@ -267,29 +228,11 @@ impl Mesh {
 
     /// The delivery records on the SMTP server's stdout, once `expected` are there.
     fn deliveries(&self, expected: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let records: Vec<Value> = self
-                .smtp_daemon()
-                .stdout()
-                .split_inclusive('\n')
-                .filter(|line| line.ends_with('\n')) // a line still being written waits
-                .map(|line| serde_json::from_str(line).expect("JSON delivery record"))
-                .collect();
-            if records.len() >= expected || Instant::now() > deadline {
-                return records;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        e2e_mail::deliveries(|| self.smtp_daemon().stdout(), expected)
     }
 
     fn maildir_new(&self) -> Vec<String> {
-        match std::fs::read_dir(self.maildir().join("new")) {
-            Ok(entries) => entries
-                .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("message"))
-                .collect(),
-            Err(_) => Vec::new(),
-        }
+        e2e_mail::maildir_new(&self.maildir())
     }
 
     /// `serverfirst probe POD_ADDR:port` from the client namespace: exit code and JSON report.
@@ -312,18 +255,7 @@ impl Mesh {
     }
 
     fn swaks(&self, port: u16, subject: &str) -> Output {
-        let mut command = self.sandbox.in_client("swaks");
-        command.args(["--server", POD_ADDR, "--port", &port.to_string()]);
-        command.args(["--from", "alice@example.test", "--to", "bob@example.test"]);
-        command.args([
-            "--helo",
-            "client.test",
-            "--timeout",
-            &STALL_WAIT_SECS.to_string(),
-        ]);
-        command.args(["--header", &format!("Subject: {subject}")]);
-        command.args(["--body", "Sent with swaks."]);
-        run_bounded(command)
+        e2e_mail::swaks(self.sandbox.in_client("swaks"), POD_ADDR, port, subject)
     }
 
     fn smtplib(&self, port: u16, subject: &str) -> Output {
@@ -425,12 +357,6 @@ fn capture_of(pod: &Value) -> IptablesArgs {
         .expect("the pod is captured in REDIRECT mode")
 }
 
-fn ms(report: &Value, field: &str) -> f64 {
-    report[field]
-        .as_f64()
-        .unwrap_or_else(|| panic!("{field} in {report}"))
-}
-
 fn admit(pod: &Value) -> Value {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -438,10 +364,6 @@ fn admit(pod: &Value) -> Value {
         .build()
         .expect("runtime");
     runtime.block_on(admitted(pod))
-}
-
-fn elapsed_ms(started: Instant) -> f64 {
-    started.elapsed().as_secs_f64() * 1e3
 }
 
 /// Some connections were accepted, every one of them from `source` (an address).

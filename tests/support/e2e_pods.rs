@@ -124,13 +124,42 @@ pub fn shapes() -> Vec<Shape> {
 pub async fn admit(server: &TestServer, pod: &Value) -> Value {
     let mut review: Value = serde_json::from_str(REVIEW).expect("fixture review");
     review["request"]["object"] = pod.clone();
+    mutate(server, &review).await
+}
+
+/// Sends a Service CREATE to the webhook and returns the Service with the patch applied.
+pub async fn admit_service(server: &TestServer, service: &Value) -> Value {
+    let kind = json!({ "group": "", "version": "v1", "kind": "Service" });
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "0c5d8a0e-6f0b-4d8e-9d1a-2f9b7c3e4a51",
+            "kind": kind,
+            "resource": { "group": "", "version": "v1", "resource": "services" },
+            "requestKind": kind,
+            "name": service["metadata"]["name"],
+            "namespace": service["metadata"]["namespace"],
+            "operation": "CREATE",
+            "userInfo": { "username": "kubernetes-admin", "groups": ["system:authenticated"] },
+            "object": service,
+            "oldObject": null,
+            "dryRun": false,
+            "options": { "apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions" },
+        }
+    });
+    mutate(server, &review).await
+}
+
+/// The object of `review` with the JSON patch of the webhook's answer to it applied.
+async fn mutate(server: &TestServer, review: &Value) -> Value {
     let (status, body) = server
-        .post("/mutate", serde_json::to_vec(&review).expect("review JSON"))
+        .post("/mutate", serde_json::to_vec(review).expect("review JSON"))
         .await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let response: Value = serde_json::from_slice(&body).expect("AdmissionReview JSON");
     assert_eq!(response["response"]["allowed"], true, "{response}");
-    let mut patched = pod.clone();
+    let mut patched = review["request"]["object"].clone();
     if let Some(encoded) = response["response"]["patch"].as_str() {
         assert_eq!(response["response"]["patchType"], "JSONPatch");
         let patch: json_patch::Patch =

@@ -1,6 +1,6 @@
-//! The real Envoy as the sidecar of a test pod: run inside the pod's network namespace as the
-//! proxy's uid/gid 1337 (what istio-iptables' `ISTIO_OUTPUT` keys on), from a bootstrap in a
-//! directory that uid owns, with the admin interface on the pod's 127.0.0.1. Needs the
+//! The real Envoy as the sidecar of a test pod: run inside the pod's (or the client's) network
+//! namespace as the proxy's uid/gid 1337 (what istio-iptables' `ISTIO_OUTPUT` keys on), from a
+//! bootstrap in a directory that uid owns, with the admin interface on 127.0.0.1. Needs the
 //! `netns` support module in the including test crate.
 #![allow(dead_code)]
 
@@ -57,10 +57,11 @@ pub fn envoy_missing() -> Option<String> {
     }
 }
 
-/// A running Envoy in the pod namespace. Dropping it stops Envoy, then removes its directory.
+/// A running Envoy in a namespace of the sandbox. Dropping it stops Envoy, then removes its
+/// directory.
 pub struct Envoy {
     daemon: Daemon,
-    pod: String,
+    namespace: String,
     dir: tempfile::TempDir,
 }
 
@@ -68,6 +69,11 @@ impl Envoy {
     /// Starts Envoy with `bootstrap` in `sandbox`'s pod namespace and waits until its admin
     /// interface says `LIVE`.
     pub fn start(sandbox: &Sandbox, bootstrap: &Value) -> Envoy {
+        Envoy::start_in(&sandbox.pod, bootstrap)
+    }
+
+    /// Starts Envoy with `bootstrap` in `namespace` (the pod's or the client's).
+    pub fn start_in(namespace: &str, bootstrap: &Value) -> Envoy {
         let binary = envoy_binary().expect("envoy binary (checked by envoy_missing)");
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("bootstrap.json");
@@ -76,7 +82,7 @@ impl Envoy {
         for path in [dir.path(), config.as_path()] {
             std::os::unix::fs::chown(path, Some(PROXY_UID), Some(PROXY_UID)).expect("chown");
         }
-        let mut command = sandbox.in_pod("setpriv");
+        let mut command = Sandbox::exec(namespace, "setpriv");
         let id = PROXY_UID.to_string();
         command.args([
             &format!("--reuid={id}"),
@@ -91,7 +97,7 @@ impl Envoy {
         let daemon = Daemon::start("envoy", command, dir.path());
         let mut envoy = Envoy {
             daemon,
-            pod: sandbox.pod.clone(),
+            namespace: namespace.to_string(),
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -112,9 +118,9 @@ impl Envoy {
         }
     }
 
-    /// `GET path` on the admin interface, from inside the pod namespace; `None` if it fails.
+    /// `GET path` on the admin interface, from inside Envoy's namespace; `None` if it fails.
     pub fn admin(&self, path: &str) -> Option<String> {
-        let mut command = Sandbox::exec(&self.pod, "curl");
+        let mut command = Sandbox::exec(&self.namespace, "curl");
         command.args(["-sS", "--fail", "--max-time", "2"]);
         command.arg(format!("http://127.0.0.1:{ADMIN_PORT}{path}"));
         let output = run_bounded(command);

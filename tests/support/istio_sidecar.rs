@@ -8,12 +8,13 @@
 //!
 //! Modelled: the inbound side, `virtualInbound` on 15006 as
 //! `pilot/pkg/networking/core/listener_inbound.go` builds it: listener filters, the filter chain
-//! matches per Service port and for the passthrough, the clusters they end in. Not modelled:
-//! Istio's own network filters after the chain is picked (`istio_authn`,
-//! `istio.metadata_exchange`, RBAC, `istio.stats`), xDS (the configuration is static) and the
-//! istiod-issued certificates (chains that Istio gives a TLS transport socket forward the bytes
-//! as they are). Every chain ends in Envoy's own `tcp_proxy` or `http_connection_manager`, as
-//! Istio's do.
+//! matches per Service port and for the passthrough, the clusters they end in; with
+//! [`InboundSidecar::mtls`], the mesh certificates on the chains Istio terminates mTLS on.
+//! Not modelled: Istio's own network filters after the chain is picked (`istio_authn`,
+//! `istio.metadata_exchange`, RBAC, `istio.stats`), xDS (the configuration is static) and SDS
+//! (certificates are files; without them, chains that Istio gives a TLS transport socket
+//! forward the bytes as they are). Every chain ends in Envoy's own `tcp_proxy` or
+//! `http_connection_manager`, as Istio's do.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -72,7 +73,7 @@ impl Protocol {
     }
 
     /// `pilot/pkg/networking/networking.go` `ModelProtocolToListenerProtocol`.
-    fn listener_protocol(self) -> ListenerProtocol {
+    pub fn listener_protocol(self) -> ListenerProtocol {
         match self {
             Protocol::Http
             | Protocol::Http2
@@ -129,7 +130,7 @@ pub fn convert_protocol(
 
 /// `pilot/pkg/networking/networking.go` `ListenerProtocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ListenerProtocol {
+pub enum ListenerProtocol {
     Unknown,
     Http,
     Tcp,
@@ -172,6 +173,33 @@ impl ServicePort {
             .collect()
     }
 
+    /// The ports of a Kubernetes Service object; a named `targetPort` is not modelled.
+    pub fn of_service(service: &Value) -> Result<Vec<ServicePort>, String> {
+        let ports = service
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .ok_or("Service without spec.ports")?;
+        ports
+            .iter()
+            .map(|p| {
+                let number = |v: &Value| v.as_u64().and_then(|n| u16::try_from(n).ok());
+                let port = number(&p["port"]).ok_or_else(|| format!("bad port in {p}"))?;
+                let target_port = match &p["targetPort"] {
+                    Value::Null => port,
+                    target => number(target)
+                        .ok_or_else(|| format!("targetPort {target} is not modelled"))?,
+                };
+                Ok(ServicePort {
+                    name: p["name"].as_str().unwrap_or_default().to_string(),
+                    port,
+                    target_port,
+                    protocol: p["protocol"].as_str().unwrap_or("TCP").to_string(),
+                    app_protocol: p["appProtocol"].as_str().map(str::to_string),
+                })
+            })
+            .collect()
+    }
+
     pub fn istio_protocol(&self) -> Protocol {
         convert_protocol(
             self.port,
@@ -201,6 +229,8 @@ pub struct FilterChain {
     pub application_protocols: &'static [&'static str],
     /// An `http_connection_manager` chain rather than a `tcp_proxy` one.
     pub http: bool,
+    /// `FilterChainMatchOptions.TLS`: Istio terminates mTLS on this chain.
+    pub mtls: bool,
     pub cluster: String,
 }
 
@@ -218,46 +248,49 @@ const MTLS_TCP_WITH_MXC_ALPNS: &[&str] = &["istio-peer-exchange", "istio"];
 const TLS: &str = "tls";
 const RAW_BUFFER: &str = "raw_buffer";
 
-/// One `FilterChainMatchOptions`: (application protocols, transport protocol, HTTP chain).
-type MatchOption = (&'static [&'static str], &'static str, bool);
+/// One `FilterChainMatchOptions`: (application protocols, transport protocol, HTTP chain, TLS).
+type MatchOption = (&'static [&'static str], &'static str, bool, bool);
 
 /// `filterchain_options.go` `getFilterChainMatchOptions`, option tables in the same order.
 fn match_options(mode: PeerAuthentication, protocol: ListenerProtocol) -> &'static [MatchOption] {
     use PeerAuthentication::{Disable, Permissive, Strict};
     match (protocol, mode) {
         // inboundStrictHTTPFilterChainMatchOptions
-        (ListenerProtocol::Http, Strict) => &[(&[], TLS, true)],
+        (ListenerProtocol::Http, Strict) => &[(&[], TLS, true, true)],
         // inboundPermissiveHTTPFilterChainMatchWithMxcOptions
-        (ListenerProtocol::Http, Permissive) => {
-            &[(ALL_ISTIO_MTLS_ALPNS, TLS, true), (&[], RAW_BUFFER, true)]
-        }
+        (ListenerProtocol::Http, Permissive) => &[
+            (ALL_ISTIO_MTLS_ALPNS, TLS, true, true),
+            (&[], RAW_BUFFER, true, false),
+        ],
         // inboundPlainTextHTTPFilterChainMatchOptions
-        (ListenerProtocol::Http, Disable) => &[(&[], RAW_BUFFER, true)],
+        (ListenerProtocol::Http, Disable) => &[(&[], RAW_BUFFER, true, false)],
         // inboundStrictFilterChainMatchOptions
-        (ListenerProtocol::Auto, Strict) => &[(MTLS_HTTP_ALPNS, TLS, true), (&[], TLS, false)],
+        (ListenerProtocol::Auto, Strict) => {
+            &[(MTLS_HTTP_ALPNS, TLS, true, true), (&[], TLS, false, true)]
+        }
         // inboundPermissiveFilterChainMatchWithMxcOptions
         (ListenerProtocol::Auto, Permissive) => &[
-            (MTLS_HTTP_ALPNS, TLS, true),
-            (PLAINTEXT_HTTP_ALPNS, RAW_BUFFER, true),
-            (MTLS_TCP_WITH_MXC_ALPNS, TLS, false),
-            (&[], RAW_BUFFER, false),
-            (&[], TLS, false),
+            (MTLS_HTTP_ALPNS, TLS, true, true),
+            (PLAINTEXT_HTTP_ALPNS, RAW_BUFFER, true, false),
+            (MTLS_TCP_WITH_MXC_ALPNS, TLS, false, true),
+            (&[], RAW_BUFFER, false, false),
+            (&[], TLS, false, false),
         ],
         // inboundPlainTextFilterChainMatchOptions
         (ListenerProtocol::Auto, Disable) => &[
-            (PLAINTEXT_HTTP_ALPNS, RAW_BUFFER, true),
-            (&[], RAW_BUFFER, false),
+            (PLAINTEXT_HTTP_ALPNS, RAW_BUFFER, true, false),
+            (&[], RAW_BUFFER, false, false),
         ],
         // inboundStrictTCPFilterChainMatchOptions
-        (_, Strict) => &[(&[], TLS, false)],
+        (_, Strict) => &[(&[], TLS, false, true)],
         // inboundPermissiveTCPFilterChainMatchWithMxcOptions
         (_, Permissive) => &[
-            (ALL_ISTIO_MTLS_ALPNS, TLS, false),
-            (&[], TLS, false),
-            (&[], RAW_BUFFER, false),
+            (ALL_ISTIO_MTLS_ALPNS, TLS, false, true),
+            (&[], TLS, false, false),
+            (&[], RAW_BUFFER, false, false),
         ],
         // inboundPlainTextTCPFilterChainMatchOptions
-        (_, Disable) => &[(&[], RAW_BUFFER, false)],
+        (_, Disable) => &[(&[], RAW_BUFFER, false, false)],
     }
 }
 
@@ -268,7 +301,39 @@ pub struct InboundSidecar {
     service_ports: Vec<ServicePort>,
     peer_authentication: PeerAuthentication,
     protocol_detection_timeout: Duration,
+    mtls: Option<TlsFiles>,
 }
+
+/// A workload's mesh certificate, its key and the mesh's root, as files Envoy reads (Istio
+/// hands them over by SDS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_chain: String,
+    pub private_key: String,
+    pub trusted_ca: String,
+}
+
+impl TlsFiles {
+    /// `common_tls_context` with this identity: `tls_params` as `authn/utils/utils.go`
+    /// `BuildInboundTLS` and `cluster_tls.go` `defaultUpstreamCommonTLSContext` set them (TLS 1.2
+    /// to 1.3), the certificate, and the root that peers' certificates must chain to.
+    pub fn common_tls_context(&self, alpn: &[&str]) -> Value {
+        json!({
+            "tls_params": { "tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3" },
+            "alpn_protocols": alpn,
+            "tls_certificates": [{
+                "certificate_chain": { "filename": self.cert_chain },
+                "private_key": { "filename": self.private_key },
+            }],
+            "validation_context": { "trusted_ca": { "filename": self.trusted_ca } },
+        })
+    }
+}
+
+/// `pilot/pkg/networking/util/util.go`: what the server side of mTLS offers, for TCP with
+/// metadata exchange (`ALPNDownstreamWithMxc`) and for HTTP (`ALPNHttp`).
+const ALPN_DOWNSTREAM_WITH_MXC: &[&str] = &["istio-peer-exchange", "h2", "http/1.1"];
+const ALPN_HTTP: &[&str] = &["h2", "http/1.1"];
 
 impl Default for InboundSidecar {
     fn default() -> Self {
@@ -283,6 +348,7 @@ impl InboundSidecar {
             service_ports: Vec::new(),
             peer_authentication: PeerAuthentication::Permissive,
             protocol_detection_timeout: Duration::ZERO,
+            mtls: None,
         }
     }
 
@@ -299,6 +365,12 @@ impl InboundSidecar {
     /// `meshConfig.protocolDetectionTimeout`; Istio 1.3 to 1.7 defaulted to 100ms.
     pub fn protocol_detection_timeout(mut self, timeout: Duration) -> InboundSidecar {
         self.protocol_detection_timeout = timeout;
+        self
+    }
+
+    /// Terminates Istio mTLS with `identity` on the chains Istio gives a TLS transport socket.
+    pub fn mtls(mut self, identity: TlsFiles) -> InboundSidecar {
+        self.mtls = Some(identity);
         self
     }
 
@@ -324,11 +396,12 @@ impl InboundSidecar {
             transport_protocol: "",
             application_protocols: &[],
             http: false,
+            mtls: false,
             cluster: BLACK_HOLE_CLUSTER.to_string(),
         }];
         // inboundChainConfig.Name: fixed names for the passthrough, bind_port for the others.
         let passthrough = match_options(self.peer_authentication, ListenerProtocol::Auto);
-        chains.extend(passthrough.iter().map(|&(alpns, transport, http)| {
+        chains.extend(passthrough.iter().map(|&(alpns, transport, http, mtls)| {
             FilterChain {
                 name: if http {
                     "virtualInbound-catchall-http"
@@ -340,21 +413,27 @@ impl InboundSidecar {
                 transport_protocol: transport,
                 application_protocols: alpns,
                 http,
+                mtls,
                 cluster: INBOUND_PASSTHROUGH_CLUSTER.to_string(),
             }
         }));
         for port in self.chain_configs() {
             let protocol = port.istio_protocol().listener_protocol();
             let options = match_options(self.peer_authentication, protocol);
-            chains.extend(options.iter().map(|&(alpns, transport, http)| FilterChain {
-                name: format!("0.0.0.0_{}", port.target_port),
-                destination_port: Some(port.target_port),
-                transport_protocol: transport,
-                application_protocols: alpns,
-                http,
-                // model.BuildInboundSubsetKey
-                cluster: format!("inbound|{}||", port.target_port),
-            }));
+            chains.extend(
+                options
+                    .iter()
+                    .map(|&(alpns, transport, http, mtls)| FilterChain {
+                        name: format!("0.0.0.0_{}", port.target_port),
+                        destination_port: Some(port.target_port),
+                        transport_protocol: transport,
+                        application_protocols: alpns,
+                        http,
+                        mtls,
+                        // model.BuildInboundSubsetKey
+                        cluster: format!("inbound|{}||", port.target_port),
+                    }),
+            );
         }
         chains
     }
@@ -442,7 +521,10 @@ impl InboundSidecar {
             // lb.push.Mesh.GetProtocolDetectionTimeout(), always written: without the field
             // Envoy applies its own 15 s default instead of "no timeout".
             "listener_filters_timeout": envoy_duration(self.protocol_detection_timeout),
-            "filter_chains": chains.iter().map(chain_config).collect::<Vec<_>>(),
+            "filter_chains": chains
+                .iter()
+                .map(|chain| chain_config(chain, self.mtls.as_ref()))
+                .collect::<Vec<_>>(),
         })
     }
 
@@ -481,7 +563,7 @@ fn original_dst_cluster(name: &str) -> Value {
     })
 }
 
-fn chain_config(chain: &FilterChain) -> Value {
+fn chain_config(chain: &FilterChain, identity: Option<&TlsFiles>) -> Value {
     let mut chain_match = json!({});
     if let Some(port) = chain.destination_port {
         chain_match["destination_port"] = json!(port);
@@ -522,7 +604,26 @@ fn chain_config(chain: &FilterChain) -> Value {
             }
         })
     };
-    json!({ "name": chain.name, "filter_chain_match": chain_match, "filters": [filter] })
+    let mut config =
+        json!({ "name": chain.name, "filter_chain_match": chain_match, "filters": [filter] });
+    if let Some(identity) = identity.filter(|_| chain.mtls) {
+        // filterchain_options.go ToTransportSocket: mtls.HTTP on HTTP chains, mtls.TCP on the
+        // others, both from authn/utils/utils.go BuildInboundTLS.
+        let alpn = if chain.http {
+            ALPN_HTTP
+        } else {
+            ALPN_DOWNSTREAM_WITH_MXC
+        };
+        config["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "require_client_certificate": true,
+                "common_tls_context": identity.common_tls_context(alpn),
+            }
+        });
+    }
+    config
 }
 
 /// `listenerPredicateExcludePorts`: `[port, port + 1)` ranges, or-ed when more than one.
@@ -537,7 +638,7 @@ fn ports_predicate(ports: &[u16]) -> Value {
     }
 }
 
-fn socket_address(address: &str, port: u16) -> Value {
+pub fn socket_address(address: &str, port: u16) -> Value {
     json!({ "socket_address": { "address": address, "port_value": port } })
 }
 
@@ -672,5 +773,42 @@ mod tests {
             .map(|(n, m)| (n.to_string(), m))
             .collect();
         assert_eq!(matches, expected);
+    }
+
+    /// PERMISSIVE, a TCP Service port: mTLS is terminated on the Istio-ALPN `tls` chain only;
+    /// the plain `tls` chain and the plaintext one forward the bytes as they come.
+    #[test]
+    fn mtls_is_terminated_where_istio_sets_tls() {
+        let submission = ServicePort {
+            name: "submission".to_string(),
+            port: 587,
+            target_port: 587,
+            protocol: "TCP".to_string(),
+            app_protocol: Some("tcp".to_string()),
+        };
+        let identity = TlsFiles {
+            cert_chain: "/c".into(),
+            private_key: "/k".into(),
+            trusted_ca: "/r".into(),
+        };
+        let listener = InboundSidecar::new()
+            .service_ports(vec![submission])
+            .mtls(identity)
+            .listener();
+        let chains: Vec<&Value> = listener["filter_chains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["name"] == "0.0.0.0_587")
+            .collect();
+        assert_eq!(chains.len(), 3);
+        let tls = &chains[0]["transport_socket"]["typed_config"];
+        assert_eq!(tls["require_client_certificate"], true);
+        assert_eq!(
+            tls["common_tls_context"]["alpn_protocols"],
+            json!(["istio-peer-exchange", "h2", "http/1.1"])
+        );
+        assert!(chains[1].get("transport_socket").is_none());
+        assert!(chains[2].get("transport_socket").is_none());
     }
 }

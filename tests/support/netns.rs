@@ -226,32 +226,27 @@ impl Sandbox {
 
     /// Replaces the pod namespace's nat table (and its counters) with `restore_input`.
     pub fn load_nat(&self, restore_input: &str) {
-        let mut command = self.in_pod("iptables-restore");
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("iptables-restore");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(restore_input.as_bytes())
-            .expect("write the rules");
-        let output = child.wait_with_output().expect("iptables-restore");
-        assert!(
-            output.status.success(),
-            "iptables-restore rejected the model's rules: {}\n{restore_input}",
-            text(&output)
-        );
+        load_nat_in(&self.pod, restore_input);
     }
 
     /// `iptables-save -c -t nat` of the pod namespace.
     pub fn nat_counters(&self) -> String {
-        let mut command = self.in_pod("iptables-save");
-        command.args(["-c", "-t", "nat"]);
-        String::from_utf8(checked(command).stdout).expect("UTF-8")
+        nat_counters_in(&self.pod)
+    }
+
+    /// Waits up to 10 s for `ports` to listen in the pod namespace, calling `check_daemons`
+    /// (which fails when a server has exited) while it waits.
+    pub fn wait_listening(&self, ports: &[u16], mut check_daemons: impl FnMut()) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.listening(ports) {
+            check_daemons();
+            assert!(
+                Instant::now() < deadline,
+                "listeners not up in {}: {ports:?}",
+                self.pod
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn listening(&self, ports: &[u16]) -> bool {
@@ -262,6 +257,36 @@ impl Sandbox {
             .iter()
             .all(|port| listing.contains(&format!(":{port} ")))
     }
+}
+
+/// Replaces `namespace`'s nat table (and its counters) with `restore_input`.
+pub fn load_nat_in(namespace: &str, restore_input: &str) {
+    let mut command = Sandbox::exec(namespace, "iptables-restore");
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("iptables-restore");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(restore_input.as_bytes())
+        .expect("write the rules");
+    let output = child.wait_with_output().expect("iptables-restore");
+    assert!(
+        output.status.success(),
+        "iptables-restore rejected the model's rules: {}\n{restore_input}",
+        text(&output)
+    );
+}
+
+/// `iptables-save -c -t nat` of `namespace`.
+pub fn nat_counters_in(namespace: &str) -> String {
+    let mut command = Sandbox::exec(namespace, "iptables-save");
+    command.args(["-c", "-t", "nat"]);
+    String::from_utf8(checked(command).stdout).expect("UTF-8")
 }
 
 pub fn ip(args: &[&str]) -> Command {
