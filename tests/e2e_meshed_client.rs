@@ -414,31 +414,75 @@ fn stat(stats: &BTreeMap<String, u64>, name: &str) -> u64 {
     stats.get(name).copied().unwrap_or(0)
 }
 
-/// The DestinationRule that disables mTLS to the excluded port, as serverfirst's companions
-/// core (the one `check`/`render --companions` print from) writes it for the Service and the
-/// patched pod.
+/// The DestinationRule that disables mTLS to the excluded port, as the companion controller's
+/// pure decision (shared with `check`/`render --companions`) writes it for the Service and the
+/// patched pod behind it.
 fn companion_rule(service: &Value, pod: &Value) -> Value {
-    let rules = companions::rules(service, pod);
+    let rules = companions::rules(service, pod, POD_ADDR);
     assert_eq!(rules.len(), 1, "{rules:?}");
     rules[0].clone()
 }
 
 mod companions {
-    //! The companions core on the objects of a case: the Service and the pod behind it, with
-    //! the ports the webhook recorded as excluded.
-    use serde_json::Value;
-    use serverfirst::manifests::companions::{Service, Workload, destination_rules};
+    //! The companion controller's pure decision on the objects of a case: the Service, the
+    //! EndpointSlice Kubernetes publishes for it (the pod behind the port, the number the port
+    //! resolves to on it) and the ports the webhook recorded as excluded on that pod.
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use serde_json::{Value, json};
+    use serverfirst::companions::desired::{self, ServiceRef, Subject};
     use serverfirst::mesh::RECORD_KEY;
-    use serverfirst::ports::parse_port_list;
+    use serverfirst::ports::{PortSet, parse_port_list};
 
-    pub fn rules(service: &Value, pod: &Value) -> Vec<Value> {
+    /// The server pod as the API server names it once created from its `generateName`.
+    const POD_NAME: &str = "mox-7c9d5b8f6-x2k4q";
+
+    pub fn rules(service: &Value, pod: &Value, pod_addr: &str) -> Vec<Value> {
         let record = pod["metadata"]["annotations"][RECORD_KEY]
             .as_str()
             .unwrap_or_default();
-        let excluded = parse_port_list(record).expect("the webhook's port record");
-        let workload = Workload::new(pod, pod, excluded.into_iter().collect());
-        let service = Service::from_value(service).expect("a Service");
-        destination_rules(&workload, &[service])
+        let excluded: PortSet = parse_port_list(record)
+            .expect("the webhook's port record")
+            .into_iter()
+            .collect();
+        let (name, namespace) = (
+            service["metadata"]["name"].as_str().expect("a name"),
+            service["metadata"]["namespace"]
+                .as_str()
+                .expect("a namespace"),
+        );
+        // The endpoints controller names each slice port like the Service port and gives the
+        // number the targetPort resolves to on the pod (numeric targetPorts here).
+        let ports: Vec<Value> = service["spec"]["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .map(|p| json!({"name": p["name"], "port": p["targetPort"], "protocol": "TCP"}))
+            .collect();
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("{name}-x7k2p"), "namespace": namespace,
+                         "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [pod_addr], "conditions": {"ready": true},
+                           "targetRef": {"kind": "Pod", "name": POD_NAME, "namespace": namespace}}],
+            "ports": ports,
+        }))
+        .expect("an EndpointSlice");
+        let typed: Service = serde_json::from_value(service.clone()).expect("a Service");
+        let ports = desired::service_ports(&typed, [&slice], |pod| match pod == POD_NAME {
+            true => excluded.clone(),
+            false => PortSet::new(),
+        });
+        let subject = Subject {
+            service: ServiceRef { namespace, name },
+            uid: "uid-svc-mox",
+            in_scope: true,
+        };
+        desired::desired(desired::DEFAULT_API_VERSION, subject, &ports, &[])
+            .apply
+            .into_iter()
+            .collect()
     }
 }
 
