@@ -8,7 +8,8 @@
 //! do not sniff them either.
 //!
 //! # Layout
-//! - [`audit`]: live-cluster audit of running pods through the Kubernetes API.
+//! - [`audit`]: live-cluster audit of running pods and Services through the Kubernetes API, as
+//!   rows, PolicyReports or reports applied to the cluster.
 //! - [`catalog`]: the built-in list of server-first protocols, their ports and port names.
 //! - [`config`]: validated configuration (catalog overrides, mode, mesh defaults).
 //! - [`pod`]: the small view of a Pod that every decision is made from.
@@ -23,7 +24,7 @@
 //! - [`server`]: the HTTPS webhook and the plain-HTTP health/metrics listener.
 //! - [`tls`]: serving certificate loading and hot reload.
 //! - [`metrics`]: the Prometheus metrics.
-//! - [`manifests`]: offline manifests → pod templates → decisions and rendered YAML.
+//! - [`manifests`]: offline manifests → pod templates and Services → decisions and rendered YAML.
 //! - [`companions`]: companion DestinationRules for meshed clients (pure), and their controller.
 //! - [`certs`]: a private CA and serving certificate for the webhook Service.
 //! - [`report`]: terminal tables for the reporting commands.
