@@ -90,6 +90,7 @@ fn values_are_the_documented_ones_and_all_in_the_schema() {
         "webhook.failurePolicy",
         "webhook.extraNamespaceSelector",
         "metrics.serviceMonitor.enabled",
+        "companions.enabled",
     ];
     assert_eq!(names, expected, "values.yaml");
 
@@ -200,10 +201,38 @@ fn every_mode_and_certificate_source_renders_and_passes_strict_schema_validation
                 args.extend(["--set".into(), format!("mode={mode}")]);
                 let objects = helm.template(RELEASE, NAMESPACE, &args).unwrap();
                 check_rendering(&context, mode, source, &objects, &ca_bundle);
+                assert!(
+                    companion_objects(&objects).is_empty(),
+                    "{context}: companions.enabled=false renders nothing of the controller"
+                );
                 let name = format!("{mode}-{source}-{kube_version}");
                 files.push(write_builtin_kinds(scratch.path(), &name, &objects));
                 covered.push(context);
             }
+
+            let context = format!("{mode} × companions.enabled=true × Kubernetes {kube_version}");
+            let mut args = vec!["--kube-version".to_string(), kube_version.to_string()];
+            args.extend(["--set".into(), format!("mode={mode}")]);
+            args.extend(["--set".into(), "companions.enabled=true".into()]);
+            let objects = helm.template(RELEASE, NAMESPACE, &args).unwrap();
+            check_rendering(&context, mode, "helm", &objects, "");
+            let kinds: Vec<&Value> = companion_objects(&objects)
+                .iter()
+                .map(|o| &o["kind"])
+                .collect();
+            assert_eq!(
+                kinds,
+                [
+                    "ServiceAccount",
+                    "ClusterRole",
+                    "ClusterRoleBinding",
+                    "Deployment"
+                ],
+                "{context}: the controller's objects, named {COMPANIONS}"
+            );
+            let name = format!("{mode}-companions-{kube_version}");
+            files.push(write_builtin_kinds(scratch.path(), &name, &objects));
+            covered.push(context);
         }
 
         // Every optional value set at once.
@@ -294,6 +323,14 @@ fn every_mode_and_certificate_source_renders_and_passes_strict_schema_validation
     println!(
         "  not schema-checked (custom resources): Issuer, Certificate (check_cert_manager), ServiceMonitor (check_service_monitor)"
     );
+}
+
+/// The companions controller's objects: those named after it.
+fn companion_objects(objects: &[Value]) -> Vec<&Value> {
+    objects
+        .iter()
+        .filter(|o| o["metadata"]["name"] == COMPANIONS)
+        .collect()
 }
 
 /// What every rendering must hold, whatever the options: the overlay guarantees for its mode, the
@@ -428,22 +465,31 @@ fn chart_renders_what_each_overlay_installs() {
         ("cert-manager", "namespace-opt-in", "cert-manager"),
     ];
     let mut failures = Vec::new();
-    for (overlay, mode, source) in cases {
-        let kustomized = tools.kustomize(&manifests.join("overlays").join(overlay));
-        let mut args = source_args(source, &ca_bundle);
-        args.extend(["--set".into(), format!("mode={mode}")]);
-        let charted = helm.template(RELEASE, NAMESPACE, &args).unwrap();
-        let differences = parity_differences(&kustomized, &charted);
-        println!(
-            "parity: overlay {overlay} = chart mode={mode} certificates.source={source}: {} objects compared, {} differences",
-            by_identity(&kustomized).len(),
-            differences.len()
-        );
-        if !differences.is_empty() {
-            failures.push(format!(
-                "overlay {overlay} vs chart mode={mode} certificates.source={source}:\n{}",
-                differences.join("\n")
-            ));
+    // As installed, then with each overlay's companions line uncommented.
+    for companions in [false, true] {
+        for (overlay, mode, source) in cases {
+            let dir = manifests.join("overlays").join(overlay);
+            if companions {
+                enable_companions(&dir);
+            }
+            let kustomized = tools.kustomize(&dir);
+            let mut args = source_args(source, &ca_bundle);
+            args.extend(["--set".into(), format!("mode={mode}")]);
+            args.extend(["--set".into(), format!("companions.enabled={companions}")]);
+            let charted = helm.template(RELEASE, NAMESPACE, &args).unwrap();
+            let differences = parity_differences(&kustomized, &charted);
+            let case = format!(
+                "overlay {overlay}{} = chart mode={mode} certificates.source={source} companions.enabled={companions}",
+                if companions { " with companions" } else { "" }
+            );
+            println!(
+                "parity: {case}: {} objects compared, {} differences",
+                by_identity(&kustomized).len(),
+                differences.len()
+            );
+            if !differences.is_empty() {
+                failures.push(format!("{case}:\n{}", differences.join("\n")));
+            }
         }
     }
     assert!(
@@ -543,6 +589,11 @@ fn schema_refuses_wrong_values_naming_the_field() {
         (
             "webhook: {extraNamespaceSelector: {matchLabel: {a: b}}}\n",
             "'matchLabel' not allowed",
+        ),
+        ("companions: {enable: true}\n", "'enable' not allowed"),
+        (
+            "companions: {enabled: \"yes\"}\n",
+            "at '/companions/enabled': got string, want boolean",
         ),
     ];
     for (values, named) in cases {

@@ -29,10 +29,6 @@ const OVERLAYS: [&str; 4] = [
 ];
 const EXAMPLES: [&str; 2] = ["mox", "smtp-smoke"];
 
-/// The opt-in companions controller: its component and the line every overlay has for it.
-const COMPANIONS: &str = "serverfirst-companions";
-const COMPANIONS_LINE: &str = "# - ../../components/companions";
-
 // ---------------------------------------------------------------------------------------------
 // Pure Rust: the YAML as written
 
@@ -204,16 +200,6 @@ fn build_with_companions(overlay: &str) -> Vec<Value> {
     build_kustomization(&dir, &kustomization, Vec::new())
 }
 
-/// The overlay's kustomization with its one companions line uncommented.
-fn uncomment_companions(overlay: &str, text: &str) -> String {
-    assert_eq!(
-        text.lines().filter(|l| l.trim() == COMPANIONS_LINE).count(),
-        1,
-        "{overlay}: one commented-out line `{COMPANIONS_LINE}` turns the companions controller on"
-    );
-    text.replace(COMPANIONS_LINE, &COMPANIONS_LINE[2..])
-}
-
 fn build_kustomization(dir: &Path, kustomization: &Value, mut objects: Vec<Value>) -> Vec<Value> {
     let path = dir.join("kustomization.yaml");
     for key in kustomization.as_object().expect("a mapping").keys() {
@@ -349,9 +335,7 @@ fn overlays_and_examples_render_and_pass_strict_schema_validation() {
     // Again with the companions line of each overlay uncommented.
     for overlay in OVERLAYS {
         let dir = manifests.join("overlays").join(overlay);
-        let path = dir.join("kustomization.yaml");
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, uncomment_companions(overlay, &text)).unwrap();
+        enable_companions(&dir);
         let objects = tools.kustomize(&dir);
         check_overlay(overlay, &objects);
         check_companions(overlay, &objects);

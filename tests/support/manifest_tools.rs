@@ -21,6 +21,10 @@ pub const ISTIO_CONFIGURATIONS: [&str; 3] = [
     "istio-revision-tag-canary",
 ];
 
+/// The opt-in companions controller: its objects' name and the line every overlay has for it.
+pub const COMPANIONS: &str = "serverfirst-companions";
+pub const COMPANIONS_LINE: &str = "# - ../../components/companions";
+
 /// Oldest Kubernetes we support, and the newest that kubernetes-validate (pinned in
 /// .ci/install-manifest-tools) ships schemas for.
 pub const KUBERNETES_VERSIONS: [&str; 2] = ["1.28.0", "1.37.0"];
@@ -471,4 +475,24 @@ pub fn manifests_with_certificates(scratch: &Path) -> (PathBuf, PathBuf, String)
     );
     let ca_bundle = String::from_utf8(output.stdout).unwrap().trim().to_string();
     (manifests, component, ca_bundle)
+}
+
+/// The overlay's kustomization with its one companions line uncommented.
+pub fn uncomment_companions(overlay: &str, text: &str) -> String {
+    assert_eq!(
+        text.lines().filter(|l| l.trim() == COMPANIONS_LINE).count(),
+        1,
+        "{overlay}: one commented-out line `{COMPANIONS_LINE}` turns the companions controller on"
+    );
+    text.replace(COMPANIONS_LINE, &COMPANIONS_LINE[2..])
+}
+
+/// Uncomments the companions line of the overlay in `dir` (a copy: see
+/// [`manifests_with_certificates`]), as a user turns the controller on.
+pub fn enable_companions(dir: &Path) {
+    let path = dir.join("kustomization.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let overlay = dir.display().to_string();
+    std::fs::write(&path, uncomment_companions(&overlay, &text)).unwrap();
 }

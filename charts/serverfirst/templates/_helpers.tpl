@@ -79,6 +79,28 @@ tolerations:
 {{- end }}
 {{- end }}
 
+{{/*
+A component's pod affinity: the affinity value, else its replicas spread over nodes. Called with
+(dict "root" $ "component" "webhook"). Indented by the caller.
+*/}}
+{{- define "serverfirst.affinity" -}}
+affinity:
+  {{- if .root.Values.affinity }}
+  {{- toYaml .root.Values.affinity | nindent 2 }}
+  {{- else }}
+  podAntiAffinity:
+    # Preferred, not required: the replicas spread over nodes where they can, and a
+    # single-node cluster still runs them all.
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- include "serverfirst.componentSelectorLabels" . | nindent 14 }}
+  {{- end }}
+{{- end }}
+
 {{/* The serverfirst image, and the container securityContext every component runs with. */}}
 {{- define "serverfirst.containerCommon" -}}
 image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
