@@ -19,11 +19,13 @@ use kube::api::{Api, ListParams};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::companions::desired;
 use crate::config::Config;
-use crate::mesh::service::{ServiceDecision, decide_service};
-use crate::mesh::{Change, Decision, RECORD_KEY, decide};
+use crate::manifests::companions as offline;
+use crate::mesh::service::{ServiceDecision, decide_service, meshes_for_service};
+use crate::mesh::{Change, Decision, Mesh, RECORD_KEY, decide};
 use crate::pod::PodView;
-use crate::ports::{PortSet, phrase};
+use crate::ports::{PortSet, parse_port_list, phrase};
 use crate::service::ServiceView;
 
 /// The verdict on one running pod.
@@ -241,8 +243,13 @@ pub fn classify(pod: &PodView<'_>, config: &Config) -> AuditRow {
 /// A pod of the Service's namespace as far as the Service audit needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SelectablePod {
+    pub name: String,
     pub labels: BTreeMap<String, String>,
     pub sidecar: bool,
+    /// The inbound ports the webhook recorded as excluded (`serverfirst.dev/excluded-ports`).
+    pub excluded: PortSet,
+    /// Container port name → number, for Services that target ports by name.
+    pub named_ports: BTreeMap<String, u16>,
 }
 
 impl SelectablePod {
@@ -258,11 +265,74 @@ impl SelectablePod {
                     .collect()
             })
             .unwrap_or_default();
+        let excluded = pod
+            .annotation(RECORD_KEY)
+            .and_then(|record| parse_port_list(record).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let named_ports = pod
+            .containers()
+            .iter()
+            .chain(pod.init_containers())
+            .flat_map(|c| c.ports())
+            .filter_map(|p| Some((p.name.as_deref()?.to_string(), p.number()?)))
+            .collect();
         SelectablePod {
+            name: pod.display_name(),
             labels,
             sidecar: has_sidecar(pod),
+            excluded,
+            named_ports,
         }
     }
+
+    fn workload(&self, namespace: &str) -> offline::Workload {
+        offline::Workload {
+            namespace: namespace.to_string(),
+            name: self.name.clone(),
+            labels: self.labels.clone(),
+            named_ports: self.named_ports.clone(),
+            excluded: self.excluded.clone(),
+        }
+    }
+}
+
+/// What meshed clients of `service` still need: the companion DestinationRule for the ports
+/// its pods have excluded, decided by the pure companions core (as `check` and the controller
+/// do), or nothing.
+pub fn service_companion(service: &offline::Service, pods: &[SelectablePod]) -> String {
+    let ports: PortSet = pods
+        .iter()
+        .filter(|pod| !pod.excluded.is_empty())
+        .flat_map(|pod| {
+            offline::destination_rules(
+                &pod.workload(&service.namespace),
+                std::slice::from_ref(service),
+            )
+        })
+        .flat_map(|rule| {
+            rule.pointer("/spec/trafficPolicy/portLevelSettings")
+                .and_then(serde_json::Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|setting| setting.pointer("/port/number")?.as_u64())
+        .filter_map(|port| u16::try_from(port).ok())
+        .collect();
+    if ports.is_empty() {
+        return String::new();
+    }
+    let reference = desired::ServiceRef {
+        namespace: &service.namespace,
+        name: &service.name,
+    };
+    let ports: Vec<u16> = ports.into_iter().collect();
+    offline::advice(&desired::destination_rule(
+        desired::DEFAULT_API_VERSION,
+        reference,
+        &ports,
+    ))
 }
 
 /// Classifies one Service (pure) against the pods of its namespace: the same decision the
@@ -384,6 +454,8 @@ pub struct Auditor<'c> {
     namespace: NamespacePods,
     /// Services are listed (until the API forbids it).
     services: bool,
+    /// Istio is planned for: Services get their companion DestinationRule advice.
+    istio: bool,
 }
 
 impl<'c> Auditor<'c> {
@@ -408,6 +480,7 @@ impl<'c> Auditor<'c> {
             },
             namespace: NamespacePods::default(),
             services: true,
+            istio: meshes_for_service(&config.meshes).contains(&Mesh::Istio),
         }
     }
 
@@ -527,6 +600,12 @@ impl Auditor<'_> {
             let mut row =
                 classify_service(&view, &identity.spec.selector, &namespace.pods, self.config);
             row.resource.set_uid(identity.metadata.uid);
+            if self.istio
+                && let Ok(value) = serde_json::from_str::<serde_json::Value>(item.get())
+                && let Some(service) = offline::Service::from_value(&value)
+            {
+                row.companion = service_companion(&service, &namespace.pods);
+            }
             rows.push(row);
         }
         Ok(rows)

@@ -74,6 +74,16 @@ async fn audit_reports_each_pod_with_its_owner_across_pages() {
         "{mox}"
     );
     assert_eq!(mox["uid"], "uid-svc-mox");
+    assert!(
+        mox.get("companion").is_none(),
+        "no pod behind mox excludes a port: {mox}"
+    );
+    // relay-0 excludes 25 (serverfirst recorded it): its Service needs the companion rule.
+    let relay = all.iter().find(|r| r["service"] == "relay").unwrap();
+    assert_eq!(
+        relay["companion"],
+        "meshed clients need DestinationRule relay-serverfirst (host relay, tls.mode DISABLE on port 25): Istio auto-mTLS does not know the port is excluded"
+    );
     assert_eq!(
         *api.calls.service_lists.lock().unwrap(),
         ["mail", "jobs", "web"]

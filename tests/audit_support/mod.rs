@@ -103,7 +103,8 @@ pub fn pods() -> Vec<Value> {
         pod(
             "mail",
             "relay-0",
-            json!({"sidecar.istio.io/status": STATUS, "traffic.sidecar.istio.io/excludeInboundPorts": "25"}),
+            json!({"sidecar.istio.io/status": STATUS, "traffic.sidecar.istio.io/excludeInboundPorts": "25",
+                   "serverfirst.dev/excluded-ports": "25"}),
             owner("StatefulSet", "relay"),
             json!([app(&[("smtp", 25)]), proxy()]),
             json!([{"name": "istio-init", "args": ["istio-iptables", "-b", "*", "-d", "15090,15021,25,15020"]}]),
