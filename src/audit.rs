@@ -149,6 +149,24 @@ pub struct AuditRow {
     pub companion: String,
 }
 
+impl AuditRow {
+    /// A row not decided yet: not applicable, nothing found.
+    fn new(resource: Resource, sidecar: bool) -> AuditRow {
+        AuditRow {
+            resource,
+            owner: None,
+            status: AuditStatus::NotApplicable,
+            ports: Vec::new(),
+            sidecar,
+            needs_restart: false,
+            fix: String::new(),
+            reason: String::new(),
+            warnings: Vec::new(),
+            companion: String::new(),
+        }
+    }
+}
+
 /// How many rows had each status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -181,22 +199,14 @@ pub enum AuditError {
 /// that is already running.
 pub fn classify(pod: &PodView<'_>, config: &Config) -> AuditRow {
     let sidecar = has_sidecar(pod);
-    let mut audit = AuditRow {
-        resource: Resource::Pod {
+    let mut audit = AuditRow::new(
+        Resource::Pod {
             namespace: pod.namespace().unwrap_or_default().to_string(),
             pod: pod.display_name(),
             uid: String::new(),
         },
-        owner: None,
-        status: AuditStatus::NotApplicable,
-        ports: Vec::new(),
         sidecar,
-        needs_restart: false,
-        fix: String::new(),
-        reason: String::new(),
-        warnings: Vec::new(),
-        companion: String::new(),
-    };
+    );
     let decision = decide(pod, config);
     audit.warnings = decision.warnings().to_vec();
     match decision {
@@ -353,8 +363,8 @@ pub fn classify_service(
             .collect(),
     };
     let sidecar = selected.iter().any(|pod| pod.sidecar);
-    let mut audit = AuditRow {
-        resource: Resource::Service {
+    let mut audit = AuditRow::new(
+        Resource::Service {
             namespace: service
                 .metadata
                 .as_ref()
@@ -364,16 +374,8 @@ pub fn classify_service(
             service: service.display_name(),
             uid: String::new(),
         },
-        owner: None,
-        status: AuditStatus::NotApplicable,
-        ports: Vec::new(),
         sidecar,
-        needs_restart: false,
-        fix: String::new(),
-        reason: String::new(),
-        warnings: Vec::new(),
-        companion: String::new(),
-    };
+    );
     let decision = decide_service(service, config);
     audit.warnings = decision.warnings().to_vec();
     match decision {
