@@ -365,12 +365,7 @@ pub fn classify_service(
     let sidecar = selected.iter().any(|pod| pod.sidecar);
     let mut audit = AuditRow::new(
         Resource::Service {
-            namespace: service
-                .metadata
-                .as_ref()
-                .and_then(|m| m.namespace.as_deref())
-                .unwrap_or_default()
-                .to_string(),
+            namespace: service.namespace().unwrap_or_default().to_string(),
             service: service.display_name(),
             uid: String::new(),
         },

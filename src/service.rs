@@ -63,6 +63,10 @@ impl<'a> ServiceView<'a> {
         self.metadata.as_ref()?.annotation(key)
     }
 
+    pub fn namespace(&self) -> Option<&str> {
+        self.metadata.as_ref()?.namespace.as_deref()
+    }
+
     pub fn display_name(&self) -> String {
         self.metadata
             .as_ref()
