@@ -16,6 +16,12 @@ use crate::mesh::{Change, InitList, MeshPlan};
 use crate::pod::{ContainerView, PodView};
 use crate::ports::{PortSet, format_port_list, parse_port_list};
 
+/// A merged flag value as every list serverfirst writes: ascending, each port once (the order of
+/// `-d` and `-b` does not matter to istio-iptables, which writes one rule per port).
+fn ascending(ports: Vec<u16>) -> String {
+    format_port_list(ports.into_iter().collect::<PortSet>())
+}
+
 const NAME: &str = "istio-init";
 const INCLUDE_FLAGS: &[&str] = &["-b", "--istio-inbound-ports"];
 const EXCLUDE_FLAGS: &[&str] = &["-d", "--istio-local-exclude-ports"];
@@ -182,7 +188,7 @@ impl<'p> IstioInit<'p> {
             Ok(Include::Only(list)) => {
                 if let Some(kept) = without(&list, ports) {
                     plan.changes
-                        .push(include.replaced(self.container, format_port_list(kept)));
+                        .push(include.replaced(self.container, ascending(kept)));
                 }
             }
             Ok(Include::All) => match self.flag(EXCLUDE_FLAGS) {
@@ -194,7 +200,7 @@ impl<'p> IstioInit<'p> {
                     Ok(existing) => {
                         if let Some(merged) = with(&existing, ports) {
                             plan.changes
-                                .push(exclude.replaced(self.container, format_port_list(merged)));
+                                .push(exclude.replaced(self.container, ascending(merged)));
                         }
                     }
                     Err(error) => plan.warnings.push(unchanged("istio-init -d", &error)),
