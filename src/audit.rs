@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::manifests::companions as offline;
 use crate::mesh::service::{ServiceDecision, decide_service, meshes_for_service};
 use crate::mesh::{Change, Decision, Mesh, RECORD_KEY, decide};
+use crate::mesh_state::MeshState;
 use crate::pod::PodView;
 use crate::ports::{PortSet, parse_port_list, phrase};
 use crate::service::ServiceView;
@@ -197,7 +198,7 @@ pub enum AuditError {
 
 /// Classifies one pod (pure): the same decision the webhook makes, plus what it means for a pod
 /// that is already running.
-pub fn classify(pod: &PodView<'_>, config: &Config) -> AuditRow {
+pub fn classify(pod: &PodView<'_>, config: &Config, mesh: &MeshState) -> AuditRow {
     let sidecar = has_sidecar(pod);
     let mut audit = AuditRow::new(
         Resource::Pod {
@@ -207,7 +208,7 @@ pub fn classify(pod: &PodView<'_>, config: &Config) -> AuditRow {
         },
         sidecar,
     );
-    let decision = decide(pod, config);
+    let decision = decide(pod, pod.namespace().unwrap_or_default(), config, mesh);
     audit.warnings = decision.warnings().to_vec();
     match decision {
         Decision::Skipped(reason) => audit.reason = reason.to_string(),
@@ -371,7 +372,7 @@ pub fn classify_service(
         },
         sidecar,
     );
-    let decision = decide_service(service, config);
+    let decision = decide_service(service, service.namespace().unwrap_or_default(), config);
     audit.warnings = decision.warnings().to_vec();
     match decision {
         ServiceDecision::Skipped(reason) => audit.reason = reason.to_string(),
@@ -453,6 +454,8 @@ pub struct Auditor<'c> {
     services: bool,
     /// Istio is planned for: Services get their companion DestinationRule advice.
     istio: bool,
+    /// The mesh facts the decisions are made against.
+    mesh: MeshState,
 }
 
 impl<'c> Auditor<'c> {
@@ -478,6 +481,7 @@ impl<'c> Auditor<'c> {
             namespace: NamespacePods::default(),
             services: true,
             istio: meshes_for_service(&config.meshes).contains(&Mesh::Istio),
+            mesh: MeshState::default(),
         }
     }
 
@@ -537,7 +541,7 @@ impl<'c> Auditor<'c> {
         let view = PodView::from_json(pod.get().as_bytes()).map_err(unreadable)?;
         let identity: PodIdentity = serde_json::from_str(pod.get()).map_err(unreadable)?;
 
-        let mut audit = classify(&view, self.config);
+        let mut audit = classify(&view, self.config, &self.mesh);
         audit.resource.set_uid(identity.metadata.uid);
         audit.owner = self
             .owners
@@ -752,7 +756,11 @@ mod tests {
 
     fn classify_json(pod: serde_json::Value) -> AuditRow {
         let bytes = serde_json::to_vec(&pod).unwrap();
-        classify(&PodView::from_json(&bytes).unwrap(), &Config::default())
+        classify(
+            &PodView::from_json(&bytes).unwrap(),
+            &Config::default(),
+            &MeshState::default(),
+        )
     }
 
     #[test]

@@ -16,6 +16,11 @@
 //!   # The mesh-wide global.proxy.excludeInboundPorts. A pod annotation replaces it, so it is
 //!   # merged into the annotation serverfirst writes when the pod has none.
 //!   defaultExcludeInboundPorts: ""
+//!   # keep | exclude | auto: server-first ports stay in the mesh where it enforces identity
+//!   # (STRICT mTLS, an AuthorizationPolicy) and leave capture elsewhere (auto), always stay, or
+//!   # always leave. A pod's serverfirst.dev/mtls annotation overrides it.
+//!   mtls: auto
+//!   rootNamespace: istio-system  # meshConfig.rootNamespace: where mesh-wide policies live
 //! meshes: [istio]          # any of istio, linkerd, kuma, consul; or auto (by the pod's markers)
 //! autoFallback: [istio]    # with auto: the meshes for pods that carry no marker
 //! outbound:
@@ -28,6 +33,8 @@ use serde::Deserialize;
 
 use crate::catalog::{Catalog, Protocol};
 use crate::mesh::Mesh;
+use crate::mesh::istio::mtls::MtlsChoice;
+use crate::mesh_state::DEFAULT_ROOT_NAMESPACE;
 use crate::ports::{PortListError, parse_port_list};
 
 /// What `/mutate` does with a plan.
@@ -51,11 +58,33 @@ impl Mode {
 }
 
 /// Istio-specific settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IstioSettings {
     /// The mesh-wide default exclude list, merged when the pod has no annotation of its own.
     pub default_exclude_inbound_ports: Vec<u16>,
+    /// Exclude or keep server-first ports, for pods without `serverfirst.dev/mtls`.
+    pub mtls: MtlsChoice,
+    /// Istio's `meshConfig.rootNamespace`.
+    pub root_namespace: String,
 }
+
+impl Default for IstioSettings {
+    fn default() -> Self {
+        IstioSettings {
+            default_exclude_inbound_ports: Vec::new(),
+            mtls: MtlsChoice::Auto,
+            root_namespace: DEFAULT_ROOT_NAMESPACE.to_string(),
+        }
+    }
+}
+
+/// Namespaces that are never patched, whatever a webhook selector says: Kubernetes' own (as
+/// Istio's injector refuses them in code: pkg/kube/inject/initializer.go `IgnoredNamespaces`,
+/// checked by `injectRequired` in webhook.go) and serverfirst's own, so that it can never block
+/// its own recovery.
+pub const SYSTEM_NAMESPACES: [&str; 2] = ["kube-system", "kube-public"];
+/// serverfirst's namespace when `POD_NAMESPACE` does not say.
+pub const DEFAULT_OWN_NAMESPACE: &str = "serverfirst-system";
 
 /// Which mesh profiles plan for a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +117,8 @@ pub struct Config {
     pub meshes: MeshSelection,
     /// Outbound ports every pod gets excluded (clients of server-first servers outside the mesh).
     pub outbound_ports: Vec<u16>,
+    /// The namespace serverfirst runs in (from `POD_NAMESPACE`), never patched.
+    pub own_namespace: String,
 }
 
 impl Default for Config {
@@ -98,7 +129,15 @@ impl Default for Config {
             istio: IstioSettings::default(),
             meshes: MeshSelection::default(),
             outbound_ports: Vec::new(),
+            own_namespace: DEFAULT_OWN_NAMESPACE.to_string(),
         }
+    }
+}
+
+impl Config {
+    /// Objects in `namespace` are never patched.
+    pub fn is_system_namespace(&self, namespace: &str) -> bool {
+        SYSTEM_NAMESPACES.contains(&namespace) || namespace == self.own_namespace
     }
 }
 
@@ -127,6 +166,8 @@ pub enum ConfigError {
     UnknownMesh(String),
     #[error("invalid config: outbound.ports: {0:?} is neither a port nor a catalog protocol")]
     UnknownOutbound(String),
+    #[error("invalid config: istio.rootNamespace is empty")]
+    RootNamespace,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,6 +218,10 @@ struct RawCatalog {
 struct RawIstio {
     #[serde(default)]
     default_exclude_inbound_ports: String,
+    #[serde(default)]
+    mtls: MtlsChoice,
+    #[serde(default)]
+    root_namespace: Option<String>,
 }
 
 impl Config {
@@ -241,14 +286,22 @@ impl Config {
             })
             .collect::<Result<Vec<Vec<u16>>, _>>()?
             .concat();
+        let root_namespace = match raw.istio.root_namespace {
+            Some(name) if name.trim().is_empty() => return Err(ConfigError::RootNamespace),
+            Some(name) => name.trim().to_string(),
+            None => DEFAULT_ROOT_NAMESPACE.to_string(),
+        };
         Ok(Config {
             mode: raw.mode,
             catalog,
             istio: IstioSettings {
                 default_exclude_inbound_ports,
+                mtls: raw.istio.mtls,
+                root_namespace,
             },
             meshes,
             outbound_ports,
+            own_namespace: DEFAULT_OWN_NAMESPACE.to_string(),
         })
     }
 }

@@ -5,7 +5,27 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use serverfirst::config::Config;
-use serverfirst::manifests::{self, Row, Status, check_text, render_text};
+use serverfirst::manifests::{self, Row, Source, Status};
+use serverfirst::mesh_state::MeshState;
+
+/// The mesh state one file's documents describe, as `check` and `render` read it.
+fn mesh_of(file: &str, text: &str, config: &Config) -> MeshState {
+    let source = Source {
+        name: file.to_string(),
+        text: Ok(text.to_string()),
+    };
+    manifests::mesh_state(std::slice::from_ref(&source), config)
+}
+
+/// `check` of one file, against the mesh state its own documents describe.
+fn check_text(file: &str, text: &str, config: &Config) -> Vec<Row> {
+    manifests::check_text(file, text, config, &mesh_of(file, text, config))
+}
+
+/// `render` of one file, against the mesh state its own documents describe.
+fn render_text(file: &str, text: &str, config: &Config) -> (String, Vec<Row>) {
+    manifests::render_text(file, text, config, &mesh_of(file, text, config))
+}
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(Path::new("tests/fixtures/manifests").join(name)).unwrap()

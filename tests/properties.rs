@@ -11,6 +11,7 @@ use proptest::test_runner::TestRunner;
 use serde_json::{Map, Value, json};
 use serverfirst::admission::review;
 use serverfirst::config::{Config, Mode};
+use serverfirst::mesh_state::MeshState;
 use serverfirst::ports::parse_port_list;
 
 const EXCLUDE: &str = "traffic.sidecar.istio.io/excludeInboundPorts";
@@ -173,6 +174,7 @@ fn answer(pod: &Value) -> Option<json_patch::Patch> {
         &serde_json::to_vec(&body).unwrap(),
         Mode::Enforce,
         &Config::default(),
+        &MeshState::default(),
     )
     .expect("valid review");
     let response: Value = serde_json::from_slice(&reviewed.body).unwrap();

@@ -101,7 +101,7 @@ async fn already_injected_pod_gets_istio_init_amended() {
     json_patch::patch(&mut pod, &patch_of(&response).unwrap()).unwrap();
     assert_eq!(
         pod["spec"]["initContainers"][0]["args"][16],
-        "15090,15021,15020,25,465,587"
+        "25,465,587,15020,15021,15090"
     );
 }
 
@@ -144,7 +144,7 @@ async fn injected_pod_whose_label_and_annotation_disagree_is_patched() {
     );
     assert_eq!(
         pod["spec"]["initContainers"][0]["args"][16],
-        "15090,15021,15020,25,465,587"
+        "25,465,587,15020,15021,15090"
     );
 }
 
@@ -436,4 +436,39 @@ async fn service_audit_answers_with_warnings_and_audit_annotations_only() {
     assert!(server.metrics.encode().contains(
         r#"serverfirst_admission_reviews_total{endpoint="audit",kind="service",mode="audit",outcome="would_patch"} 1"#
     ));
+}
+
+/// Defence in depth: whatever a hand-edited namespace selector lets through, pods and Services in
+/// kube-system, kube-public and serverfirst's own namespace are allowed unchanged and counted as
+/// skipped.
+#[tokio::test]
+async fn system_and_own_namespaces_are_never_patched() {
+    let mut config = Config::default();
+    config.own_namespace = "mail-ops".into();
+    let server = TestServer::start(config, Limits::default()).await;
+    for namespace in ["kube-system", "kube-public", "mail-ops"] {
+        let mut pod = review();
+        pod["request"]["namespace"] = json!(namespace);
+        let mut service = service_review("CREATE", mail_service());
+        service["request"]["namespace"] = json!(namespace);
+        for body in [pod, service] {
+            let response = post_json(&server, "/mutate", &body).await;
+            assert_eq!(
+                response["response"],
+                json!({"uid": body["request"]["uid"], "allowed": true}),
+                "{namespace}"
+            );
+        }
+    }
+    let metrics = server.metrics.encode();
+    for kind in ["pod", "service"] {
+        let series = format!(
+            r#"serverfirst_admission_reviews_total{{endpoint="mutate",kind="{kind}",mode="enforce",outcome="skipped"}} 3"#
+        );
+        assert!(metrics.contains(&series), "{series}\n{metrics}");
+    }
+    // serverfirst-system is an ordinary namespace when serverfirst runs elsewhere.
+    let mut pod = review();
+    pod["request"]["namespace"] = json!("serverfirst-system");
+    assert!(patch_of(&post_json(&server, "/mutate", &pod).await).is_some());
 }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use rustix::process::{Pid, Signal, kill_process};
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 use serverfirst::config::{Config, Mode};
+use serverfirst::mesh_state::MeshState;
 use serverfirst::{admission, certs, tls};
 use tokio_rustls::TlsConnector;
 
@@ -71,7 +72,12 @@ impl Setup {
         fs::write(&key, &bundle.key_pem)?;
         let bodies = support::bodies();
         // The floor answers every request with the webhook's answer to the 6 KiB pod.
-        let answer = admission::review(&bodies[0].bytes, Mode::Enforce, &Config::default())?;
+        let answer = admission::review(
+            &bodies[0].bytes,
+            Mode::Enforce,
+            &Config::default(),
+            &MeshState::default(),
+        )?;
         let floor_answer = dir.path().join("floor-answer.json");
         fs::write(&floor_answer, &answer.body)?;
 

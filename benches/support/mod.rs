@@ -10,6 +10,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 use serverfirst::admission;
 use serverfirst::config::{Config, Mode};
+use serverfirst::mesh_state::MeshState;
 
 const FIXTURE: &str = include_str!("../../tests/fixtures/review-mail-deployment.json");
 
@@ -62,8 +63,13 @@ pub fn grown(review: &Value, target: usize) -> Vec<u8> {
 
 /// `review` with its pod changed as the webhook's own patch changes it: needs no patch.
 pub fn already_patched(review_bytes: &[u8]) -> Vec<u8> {
-    let answer = admission::review(review_bytes, Mode::Enforce, &Config::default())
-        .expect("fixture is a valid review");
+    let answer = admission::review(
+        review_bytes,
+        Mode::Enforce,
+        &Config::default(),
+        &MeshState::default(),
+    )
+    .expect("fixture is a valid review");
     let answer: Value = serde_json::from_slice(&answer.body).expect("answer is JSON");
     let patch = decoded_patch(&answer).expect("fixture needs a patch");
     let mut review: Value = serde_json::from_slice(review_bytes).expect("review is JSON");
@@ -154,4 +160,49 @@ pub fn check_answer(request: &[u8], answer: &[u8], expect: Expect) -> Result<(),
             }
         }
     }
+}
+
+/// A mesh state as large as the cost figures quote: 10,000 namespaces, 1,000 PeerAuthentications
+/// and 1,000 AuthorizationPolicies. Ten of each are in the fixture's namespace with selectors that
+/// do not match its pod, so a decision reads them all and still excludes [`PORTS`].
+pub fn large_mesh_state() -> MeshState {
+    use serverfirst::mesh_state::MeshObject;
+    let namespace = fixture()["request"]["namespace"]
+        .as_str()
+        .expect("fixture has a namespace")
+        .to_string();
+    let mut objects = Vec::new();
+    for n in 0..10_000 {
+        objects.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": format!("team-{n:05}"),
+            "labels": {"kubernetes.io/metadata.name": format!("team-{n:05}"), "istio-injection": "enabled"}}}));
+    }
+    for n in 0..1_000 {
+        let (policy_namespace, selector) = match n < 10 {
+            true => (
+                namespace.clone(),
+                json!({"matchLabels": {"app": format!("other-{n}")}}),
+            ),
+            false => (format!("team-{n:05}"), Value::Null),
+        };
+        objects.push(
+            json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+            "metadata": {"namespace": policy_namespace, "name": format!("pa-{n}"),
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"selector": selector, "mtls": {"mode": "STRICT"}}}),
+        );
+        objects.push(
+            json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": {"namespace": policy_namespace, "name": format!("ap-{n}")},
+            "spec": {"selector": selector, "action": "ALLOW", "rules": [{}]}}),
+        );
+    }
+    MeshState::new(
+        "istio-system",
+        objects.iter().map(|o| {
+            MeshObject::from_value(o)
+                .expect("a mesh object")
+                .expect("valid")
+        }),
+    )
 }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::config::{Config, Mode};
+use crate::mesh_state::MeshState;
 use crate::pod::{PodView, borrowed};
 use crate::service::ServiceView;
 
@@ -244,22 +245,34 @@ enum Object<'a> {
 /// read on its own with the object kept raw, and the object read as its kind second, so that
 /// every answer, error and log line is that of the two-pass read; a body that one pass reads,
 /// the two-pass read reads alike.
-pub fn review(body: &[u8], mode: Mode, config: &Config) -> Result<Reviewed, RequestError> {
+pub fn review(
+    body: &[u8],
+    mode: Mode,
+    config: &Config,
+    mesh: &MeshState,
+) -> Result<Reviewed, RequestError> {
     // Strings skipped inside the object are not checked for UTF-8 by the one-pass read, but
     // are by the raw read of the object: check them all first, once, and read from `str`.
     if let Ok(text) = std::str::from_utf8(body)
         && let Ok(review) = serde_json::from_str::<ReviewIn<'_, PodObject<'_>>>(text)
         && review.request.as_ref().map(target) != Some(Target::Service)
     {
-        return answer(review, mode, config, |_, object| Ok(Object::Pod(object.0)));
+        return answer(review, mode, config, mesh, |_, object| {
+            Ok(Object::Pod(object.0))
+        });
     }
-    review_two_pass(body, mode, config)
+    review_two_pass(body, mode, config, mesh)
 }
 
 /// The envelope with the object kept raw, then the object read as its kind.
-fn review_two_pass(body: &[u8], mode: Mode, config: &Config) -> Result<Reviewed, RequestError> {
+fn review_two_pass(
+    body: &[u8],
+    mode: Mode,
+    config: &Config,
+    mesh: &MeshState,
+) -> Result<Reviewed, RequestError> {
     let review: ReviewIn<'_, &RawValue> = serde_json::from_slice(body)?;
-    answer(review, mode, config, |target, object| {
+    answer(review, mode, config, mesh, |target, object| {
         let bytes = object.get().as_bytes();
         match target {
             Target::Service => ServiceView::from_json(bytes).map(Object::Service),
@@ -273,6 +286,7 @@ fn answer<'a, O>(
     review: ReviewIn<'a, O>,
     mode: Mode,
     config: &Config,
+    mesh: &MeshState,
     read_object: impl FnOnce(Target, O) -> Result<Object<'a>, String>,
 ) -> Result<Reviewed, RequestError> {
     let api_version = review.api_version.unwrap_or_default();
@@ -310,7 +324,7 @@ fn answer<'a, O>(
                 None => Err("request.object is missing".to_string()),
             };
             let outcome = match object {
-                Ok(object) => review_object(&object, namespace, mode, config, &mut response),
+                Ok(object) => review_object(&object, namespace, mode, config, mesh, &mut response),
                 Err(error) => {
                     tracing::warn!(namespace, kind = kind.as_str(), %error, "cannot read the object; allowing it unchanged");
                     Outcome::InvalidObject
@@ -357,6 +371,7 @@ fn review_object(
     namespace: &str,
     mode: Mode,
     config: &Config,
+    mesh: &MeshState,
     response: &mut ResponseOut<'_>,
 ) -> Outcome {
     let (kind, name) = match object {
@@ -364,7 +379,7 @@ fn review_object(
         Object::Service(service) => (Kind::Service, service.display_name()),
     };
     fail_open(kind, &name, namespace, response, |response| match object {
-        Object::Pod(pod) => pod::review(pod, namespace, mode, config, response),
+        Object::Pod(pod) => pod::review(pod, namespace, mode, config, mesh, response),
         Object::Service(service) => service::review(service, namespace, mode, config, response),
     })
 }
@@ -451,8 +466,13 @@ mod tests {
     use serde_json::{Value, json};
 
     fn review_json(body: &Value, mode: Mode) -> (Value, Outcome) {
-        let reviewed =
-            review(&serde_json::to_vec(body).unwrap(), mode, &Config::default()).unwrap();
+        let reviewed = review(
+            &serde_json::to_vec(body).unwrap(),
+            mode,
+            &Config::default(),
+            &MeshState::default(),
+        )
+        .unwrap();
         (
             serde_json::from_slice(&reviewed.body).unwrap(),
             reviewed.outcome,
@@ -605,9 +625,14 @@ mod tests {
             (br#"{"apiVersion": 1}"#, "not a valid AdmissionReview"),
         ];
         for (body, expected) in cases {
-            let error = review(body, Mode::Enforce, &Config::default())
-                .unwrap_err()
-                .to_string();
+            let error = review(
+                body,
+                Mode::Enforce,
+                &Config::default(),
+                &MeshState::default(),
+            )
+            .unwrap_err()
+            .to_string();
             assert!(error.contains(expected), "{error}");
         }
     }
@@ -670,8 +695,9 @@ mod tests {
         bodies.push(deployment);
         for (index, body) in bodies.iter().enumerate() {
             for mode in [Mode::Enforce, Mode::Audit] {
-                let one = review(body, mode, &Config::default());
-                let two = review_two_pass(body, mode, &Config::default());
+                let (config, mesh) = (Config::default(), MeshState::default());
+                let one = review(body, mode, &config, &mesh);
+                let two = review_two_pass(body, mode, &config, &mesh);
                 match (one, two) {
                     (Ok(one), Ok(two)) => {
                         assert_eq!((one.outcome, one.body), (two.outcome, two.body), "{index}")
@@ -746,6 +772,7 @@ mod tests {
             &serde_json::to_vec(&service_review("CREATE", mail_service())).unwrap(),
             Mode::Enforce,
             &Config::default(),
+            &MeshState::default(),
         )
         .unwrap();
         assert_eq!(reviewed.kind, Kind::Service);
@@ -799,6 +826,7 @@ mod tests {
                 &serde_json::to_vec(body).unwrap(),
                 Mode::Enforce,
                 &Config::default(),
+                &MeshState::default(),
             )
             .unwrap()
             .kind

@@ -15,7 +15,7 @@ pub(super) fn review(
     config: &Config,
     response: &mut ResponseOut<'_>,
 ) -> Outcome {
-    let decision = decide_service(service, config);
+    let decision = decide_service(service, namespace, config);
     let name = service.display_name();
     response
         .warnings

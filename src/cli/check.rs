@@ -5,6 +5,7 @@ use super::TextOrJson;
 
 use crate::config::Config;
 use crate::manifests::{self, Row, Status};
+use crate::mesh_state::MeshState;
 use crate::ports::format_port_list;
 use crate::report;
 
@@ -29,8 +30,9 @@ pub struct CheckArgs {
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let config = super::load_config(args.config.as_deref())?;
     let sources = manifests::read_sources(&args.file);
-    let mut rows = check_sources(&sources, &config);
-    manifests::attach_companions(&mut rows, &sources, &config);
+    let mesh = manifests::mesh_state(&sources, &config);
+    let mut rows = check_sources(&sources, &config, &mesh);
+    manifests::attach_companions(&mut rows, &sources, &config, &mesh);
     let listed: Vec<&Row> = rows
         .iter()
         .filter(|row| args.show_all || !row.without_template)
@@ -43,11 +45,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(manifests::exit_code(&rows)))
 }
 
-fn check_sources(sources: &[manifests::Source], config: &Config) -> Vec<Row> {
+fn check_sources(sources: &[manifests::Source], config: &Config, mesh: &MeshState) -> Vec<Row> {
     sources
         .iter()
         .flat_map(|source| match &source.text {
-            Ok(text) => manifests::check_text(&source.name, text, config),
+            Ok(text) => manifests::check_text(&source.name, text, config, mesh),
             Err(message) => vec![Row::unreadable(&source.name, message.clone())],
         })
         .collect()

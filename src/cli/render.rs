@@ -29,6 +29,7 @@ pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
     if args.in_place && sources.iter().any(|s| s.name == "-") {
         anyhow::bail!("--in-place needs files, not standard input");
     }
+    let mesh = manifests::mesh_state(&sources, &config);
     let several = sources.len() > 1;
     let mut rows = Vec::new();
     for source in &sources {
@@ -39,7 +40,7 @@ pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let (rendered, file_rows) = manifests::render_text(&source.name, text, &config);
+        let (rendered, file_rows) = manifests::render_text(&source.name, text, &config, &mesh);
         let changed = rendered != *text;
         rows.extend(file_rows);
         if args.in_place {
@@ -58,7 +59,7 @@ pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if args.companions {
-        for rule in manifests::attach_companions(&mut rows, &sources, &config) {
+        for rule in manifests::attach_companions(&mut rows, &sources, &config, &mesh) {
             print!(
                 "---\n# Companion for meshed clients (Istio auto-mTLS)\n{}",
                 serde_saphyr::to_string(&rule)?

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::mesh::service::{ServiceChange, ServiceDecision, decide_service};
 use crate::mesh::{Change, Decision, decide};
+use crate::mesh_state::{MeshObject, MeshState};
 use crate::patch;
 use crate::pod::PodView;
 use crate::service::ServiceView;
@@ -63,14 +64,18 @@ pub enum Verdict {
 }
 
 /// Decides every object of a parsed document (the items of a `List` one by one).
-pub fn check_value(value: &Value, config: &Config) -> Vec<ObjectReport> {
+pub fn check_value(value: &Value, config: &Config, mesh: &MeshState) -> Vec<ObjectReport> {
     objects(value)
-        .map(|(item, object)| report(item, object, config))
+        .map(|(item, object)| report(item, object, config, mesh))
         .collect()
 }
 
 /// Applies the decisions to a parsed document; returns the reports and whether it changed.
-pub fn render_value(value: &mut Value, config: &Config) -> (Vec<ObjectReport>, bool) {
+pub fn render_value(
+    value: &mut Value,
+    config: &Config,
+    mesh: &MeshState,
+) -> (Vec<ObjectReport>, bool) {
     if is_list(value_kind_of(value))
         && let Some(Value::Array(items)) = value.get_mut("items")
     {
@@ -79,14 +84,14 @@ pub fn render_value(value: &mut Value, config: &Config) -> (Vec<ObjectReport>, b
             .iter_mut()
             .enumerate()
             .map(|(index, item)| {
-                let (report, did_change) = render_object(Some(index), item, config);
+                let (report, did_change) = render_object(Some(index), item, config, mesh);
                 changed |= did_change;
                 report
             })
             .collect();
         return (reports, changed);
     }
-    let (report, changed) = render_object(None, value, config);
+    let (report, changed) = render_object(None, value, config, mesh);
     (vec![report], changed)
 }
 
@@ -110,7 +115,7 @@ fn objects(value: &Value) -> Box<dyn Iterator<Item = (Option<usize>, &Value)> + 
     }
 }
 
-fn report(item: Option<usize>, object: &Value, config: &Config) -> ObjectReport {
+fn report(item: Option<usize>, object: &Value, config: &Config, mesh: &MeshState) -> ObjectReport {
     let kind = value_kind_of(object).to_string();
     let metadata = object.get("metadata");
     let field = |key: &str| {
@@ -122,14 +127,18 @@ fn report(item: Option<usize>, object: &Value, config: &Config) -> ObjectReport 
     };
     let verdict = match template_path(&kind) {
         None if kind == "Service" => match ServiceView::deserialize(object) {
-            Ok(service) => Verdict::Service(decide_service(&service, config)),
+            Ok(service) => Verdict::Service(decide_service(&service, &field("namespace"), config)),
             Err(error) => Verdict::Invalid(format!("not a valid Service: {error}")),
         },
-        None => Verdict::NoPodTemplate,
+        // A policy that does not read is an error to show, not a document to skip.
+        None => match MeshObject::from_value(object) {
+            Some(Err(message)) => Verdict::Invalid(message),
+            _ => Verdict::NoPodTemplate,
+        },
         Some(path) => match template(object, path) {
             Err(message) => Verdict::Invalid(message),
             Ok(template) => match PodView::deserialize(template) {
-                Ok(pod) => Verdict::Decided(decide(&pod, config)),
+                Ok(pod) => Verdict::Decided(decide(&pod, &field("namespace"), config, mesh)),
                 Err(error) => {
                     Verdict::Invalid(format!("pod template is not a valid pod spec: {error}"))
                 }
@@ -161,8 +170,13 @@ fn template<'v>(object: &'v Value, path: &[&str]) -> Result<&'v Value, String> {
     }
 }
 
-fn render_object(item: Option<usize>, object: &mut Value, config: &Config) -> (ObjectReport, bool) {
-    let report = report(item, object, config);
+fn render_object(
+    item: Option<usize>,
+    object: &mut Value,
+    config: &Config,
+    mesh: &MeshState,
+) -> (ObjectReport, bool) {
+    let report = report(item, object, config, mesh);
     let applied = match &report.verdict {
         Verdict::Decided(decision) if !decision.changes().is_empty() => {
             let path = template_path(&report.kind).unwrap_or_default();
@@ -409,13 +423,13 @@ impl From<&ServiceChange> for AnnotationOut {
 }
 
 /// Reports every document of one file (or stdin) named `file`.
-pub fn check_text(file: &str, text: &str, config: &Config) -> Vec<Row> {
+pub fn check_text(file: &str, text: &str, config: &Config, mesh: &MeshState) -> Vec<Row> {
     let mut rows = Vec::new();
     for (index, document) in split_documents(text).into_iter().enumerate() {
         match parse_document(&document) {
             Ok(None) => {}
             Ok(Some(value)) => rows.extend(
-                check_value(&value, config)
+                check_value(&value, config, mesh)
                     .into_iter()
                     .map(|r| Row::from_report(file, index + 1, document.line, r)),
             ),
@@ -428,7 +442,12 @@ pub fn check_text(file: &str, text: &str, config: &Config) -> Vec<Row> {
 }
 
 /// Renders one file: the same documents, each changed one rewritten with the changes applied.
-pub fn render_text(file: &str, text: &str, config: &Config) -> (String, Vec<Row>) {
+pub fn render_text(
+    file: &str,
+    text: &str,
+    config: &Config,
+    mesh: &MeshState,
+) -> (String, Vec<Row>) {
     let mut out = String::with_capacity(text.len() + 256);
     let mut rows = Vec::new();
     for (index, document) in split_documents(text).into_iter().enumerate() {
@@ -444,7 +463,7 @@ pub fn render_text(file: &str, text: &str, config: &Config) -> (String, Vec<Row>
                 continue;
             }
         };
-        let (reports, changed) = render_value(&mut value, config);
+        let (reports, changed) = render_value(&mut value, config, mesh);
         let rewritten = changed.then(|| match edit_text(&document, &value, &reports) {
             Some(edited) => Ok(edited),
             None => serialize_like(document.text, &value),
@@ -609,10 +628,36 @@ fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) {
     }
 }
 
+/// The mesh state the documents describe: their Namespaces, PeerAuthentications and
+/// AuthorizationPolicies (any that do not read are reported by `check_text`). Objects without a
+/// namespace are taken to share one, the one they will be applied to.
+pub fn mesh_state(sources: &[Source], config: &Config) -> MeshState {
+    let mut found = Vec::new();
+    for text in sources
+        .iter()
+        .filter_map(|source| source.text.as_ref().ok())
+    {
+        for document in split_documents(text) {
+            let Ok(Some(value)) = parse_document(&document) else {
+                continue;
+            };
+            found.extend(
+                objects(&value).filter_map(|(_, object)| MeshObject::from_value(object)?.ok()),
+            );
+        }
+    }
+    MeshState::new(&config.istio.root_namespace, found)
+}
+
 /// Finds the Services (in any readable source) in front of each workload's excluded ports, adds
 /// the advice to the workload's rows and returns the DestinationRules. Istio only: other meshes
 /// do not send mTLS to a port their proxy skips.
-pub fn attach_companions(rows: &mut [Row], sources: &[Source], config: &Config) -> Vec<Value> {
+pub fn attach_companions(
+    rows: &mut [Row],
+    sources: &[Source],
+    config: &Config,
+    mesh: &MeshState,
+) -> Vec<Value> {
     use crate::mesh::Mesh;
     if !config.meshes.explicit.contains(&Mesh::Istio) && !config.meshes.auto {
         return Vec::new();
@@ -631,7 +676,7 @@ pub fn attach_companions(rows: &mut [Row], sources: &[Source], config: &Config) 
                 match companions::Service::from_value(object) {
                     Some(service) => services.push(service),
                     None => {
-                        if let Some(workload) = workload(object, config) {
+                        if let Some(workload) = workload(object, config, mesh) {
                             workloads.push(((file, index + 1, item), workload));
                         }
                     }
@@ -655,12 +700,18 @@ pub fn attach_companions(rows: &mut [Row], sources: &[Source], config: &Config) 
 }
 
 /// The workload view of an object whose pod template has excluded inbound ports.
-fn workload(object: &Value, config: &Config) -> Option<companions::Workload> {
+fn workload(object: &Value, config: &Config, mesh: &MeshState) -> Option<companions::Workload> {
     let template = template(object, template_path(value_kind_of(object))?).ok()?;
-    let Decision::Planned(plan) = decide(&PodView::deserialize(template).ok()?, config) else {
+    let namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let pod = PodView::deserialize(template).ok()?;
+    let Decision::Planned(plan) = decide(&pod, namespace, config, mesh) else {
         return None;
     };
-    (!plan.ports.is_empty()).then(|| companions::Workload::new(object, template, plan.ports))
+    let excluded = plan.excluded();
+    (!excluded.is_empty()).then(|| companions::Workload::new(object, template, excluded))
 }
 
 /// Exit code of `check`/`render`/`audit`: 2 on errors, 1 when something needs a change, else 0.

@@ -7,6 +7,7 @@
 //! reads the same annotations at network setup. A pod annotation replaces the mesh default.
 
 mod init;
+pub mod mtls;
 
 use crate::config::IstioSettings;
 use crate::mesh::exclusions::Syntax;
@@ -84,6 +85,19 @@ pub fn plan(
         init.plan(inbound, &mut plan);
     }
     plan
+}
+
+/// The `ports` that the pod as it stands keeps out of capture (excluded, or not in an include
+/// list): the ones a plan would not touch.
+pub fn uncaptured(pod: &PodView<'_>, ports: &PortSet, settings: &IstioSettings) -> PortSet {
+    ports
+        .iter()
+        .copied()
+        .filter(|&port| {
+            let plan = plan(pod, &PortSet::from([port]), &PortSet::new(), settings);
+            plan.changes.is_empty() && plan.warnings.is_empty()
+        })
+        .collect()
 }
 
 /// What an include list (`includeInboundPorts` or `-b`) means.
@@ -314,11 +328,13 @@ mod tests {
     fn mesh_default_is_kept_because_the_annotation_replaces_it() {
         let settings = IstioSettings {
             default_exclude_inbound_ports: vec![9000],
+            ..IstioSettings::default()
         };
         let plan = plan_for(&pod_with_annotations(json!({})), &settings);
         assert_eq!(plan.changes, [set(EXCLUDE_INBOUND, "25,587,9000")]);
         let covered = IstioSettings {
             default_exclude_inbound_ports: vec![25, 587],
+            ..IstioSettings::default()
         };
         assert!(
             plan_for(&pod_with_annotations(json!({})), &covered)
@@ -375,7 +391,7 @@ mod tests {
                     container: 1,
                     list: InitList::Args,
                     index: 16,
-                    value: "15090,15021,15020,25,587".into()
+                    value: "25,587,15020,15021,15090".into()
                 },
             ]
         );
@@ -400,7 +416,7 @@ mod tests {
                     container: 1,
                     list: InitList::Args,
                     index: 2,
-                    value: "--istio-local-exclude-ports=15090,25,587".into(),
+                    value: "--istio-local-exclude-ports=25,587,15090".into(),
                 }],
             ),
             (
@@ -497,7 +513,52 @@ mod tests {
                     container: 1,
                     list: InitList::Command,
                     index: 16,
-                    value: "15020,25,587".into()
+                    value: "25,587,15020".into()
+                },
+            ]
+        );
+    }
+
+    /// Istio 1.3–1.5 wrote `excludeInboundPorts: "15020"` into the pod and `-d 15020`: both
+    /// merged values come out ascending, each port once, as every list serverfirst writes.
+    #[test]
+    fn istio_1_4_pods_get_merged_lists_ascending_without_duplicates() {
+        let init = json!({"name": "istio-init", "image": "docker.io/istio/proxy_init:1.4.0",
+            "command": ["istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT",
+                        "-i", "*", "-x", "", "-b", "*", "-d", "15020,15020"]});
+        let pod = injected(init, json!({EXCLUDE_INBOUND: "15020"}));
+        let bytes = serde_json::to_vec(&pod).unwrap();
+        let plan = plan(
+            &PodView::from_json(&bytes).unwrap(),
+            &PortSet::from([587]),
+            &PortSet::new(),
+            &IstioSettings::default(),
+        );
+        assert_eq!(
+            plan.changes,
+            [
+                set(EXCLUDE_INBOUND, "587,15020"),
+                Change::ReplaceInitWord {
+                    container: 1,
+                    list: InitList::Command,
+                    index: 16,
+                    value: "587,15020".into()
+                },
+            ]
+        );
+        // An explicit -b list loses the ports and is written the same way.
+        let init =
+            json!({"name": "istio-init", "args": ["istio-iptables", "-b", "9000,587,8080,9000"]});
+        let pod = injected(init, json!({INCLUDE_INBOUND: "9000,587,8080"}));
+        assert_eq!(
+            plan_for(&pod, &IstioSettings::default()).changes,
+            [
+                set(INCLUDE_INBOUND, "8080,9000"),
+                Change::ReplaceInitWord {
+                    container: 1,
+                    list: InitList::Args,
+                    index: 2,
+                    value: "8080,9000".into()
                 },
             ]
         );
@@ -517,7 +578,7 @@ mod tests {
                 container: 1,
                 list: InitList::Args,
                 index: 15,
-                value: "15020,25,587".into()
+                value: "25,587,15020".into()
             }
         );
         // A container of another name with bare flags is not Istio's.

@@ -11,12 +11,16 @@ pub mod linkerd;
 pub mod linkerd_service;
 pub mod service;
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use crate::config::{Config, MeshSelection};
 use crate::detect::{Detection, detect, outbound_ports};
+use crate::mesh_state::{Enforcement, MeshState};
 use crate::pod::PodView;
-use crate::ports::{PortSet, format_port_list};
+use crate::ports::{PortSet, format_port_list, phrase};
+use istio::mtls::{ExcludeReason, KeepReason, MTLS_KEY, Verdict};
 
 /// Annotation serverfirst writes to record the inbound ports it took out of capture; only for
 /// meshes that exclude them (Linkerd makes them opaque, still captured: see
@@ -24,6 +28,9 @@ use crate::ports::{PortSet, format_port_list};
 pub const RECORD_KEY: &str = "serverfirst.dev/excluded-ports";
 /// Annotation serverfirst writes to record the outbound ports it took out of capture.
 pub const OUTBOUND_RECORD_KEY: &str = "serverfirst.dev/excluded-outbound-ports";
+/// Annotation serverfirst writes to record the inbound ports it keeps in the mesh (Istio), where
+/// the mesh enforces identity on them.
+pub const KEPT_RECORD_KEY: &str = "serverfirst.dev/kept-ports";
 
 /// A service mesh serverfirst writes exclusions for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
@@ -199,10 +206,76 @@ pub struct Plan {
     pub ports: PortSet,
     /// Outbound ports to take out of capture (from config and `serverfirst.dev/outbound-ports`).
     pub outbound: PortSet,
+    /// Istio sidecar only: exclude or keep, per inbound port.
+    pub verdicts: BTreeMap<u16, Verdict>,
+    /// Ports that the pod as it stands keeps out of capture although the mesh enforces identity
+    /// on them: they bypass mTLS and AuthorizationPolicy.
+    pub exposed: BTreeMap<u16, Enforcement>,
     /// Empty when the pod is already right (or nothing is captured).
     pub changes: Vec<Change>,
     pub warnings: Vec<String>,
 }
+
+impl Plan {
+    /// The inbound ports serverfirst takes (or took) out of capture.
+    pub fn excluded(&self) -> PortSet {
+        self.ports
+            .iter()
+            .copied()
+            .filter(|port| !matches!(self.verdicts.get(port), Some(Verdict::Keep(_))))
+            .collect()
+    }
+
+    /// The inbound ports that stay in the mesh, with why.
+    pub fn kept(&self) -> impl Iterator<Item = (u16, &KeepReason)> {
+        self.verdicts
+            .iter()
+            .filter_map(|(&port, verdict)| match verdict {
+                Verdict::Keep(reason) => Some((port, reason)),
+                Verdict::Exclude(_) => None,
+            })
+    }
+
+    /// The changes that alter what is captured (records aside): what makes a running pod at
+    /// risk, or a template to be patched.
+    pub fn changes_capture(&self) -> bool {
+        self.changes.iter().any(|change| {
+            !matches!(change, Change::SetAnnotation { key, .. } if RECORD_KEYS.contains(&key.as_str()))
+        })
+    }
+
+    /// One phrase naming the kept and the excluded ports and why: `ports 25,587 kept (STRICT
+    /// by mail/default); port 143 excluded (no identity enforced)`. Empty without Istio verdicts.
+    pub fn capture_summary(&self) -> String {
+        let mut groups: BTreeMap<String, PortSet> = BTreeMap::new();
+        for (&port, verdict) in &self.verdicts {
+            let group = match verdict {
+                Verdict::Keep(reason) => format!("kept ({reason})"),
+                Verdict::Exclude(reason) => format!("excluded ({reason})"),
+            };
+            groups.entry(group).or_default().insert(port);
+        }
+        // Kept first, then excluded.
+        let mut parts: Vec<(bool, String)> = groups
+            .into_iter()
+            .map(|(group, ports)| {
+                (
+                    group.starts_with("excluded"),
+                    format!("{} {group}", phrase(ports)),
+                )
+            })
+            .collect();
+        parts.sort();
+        parts
+            .into_iter()
+            .map(|(_, part)| part)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// The records serverfirst writes; changing only these changes nothing about capture.
+const RECORD_KEYS: [&str; 3] = [RECORD_KEY, OUTBOUND_RECORD_KEY, KEPT_RECORD_KEY];
 
 /// The outcome of looking at one pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,8 +318,17 @@ impl Decision {
     }
 }
 
+/// Why a pod or Service in a system namespace is left alone.
+pub const SYSTEM_NAMESPACE: &str =
+    "system namespace (kube-system, kube-public and serverfirst's own are never patched)";
+
 /// Detects and plans: the one function every entry point (webhook, audit, check, render) uses.
-pub fn decide(pod: &PodView<'_>, config: &Config) -> Decision {
+/// `namespace` is the pod's (the request's, for a pod not yet named); `mesh` the mesh facts
+/// known about the cluster.
+pub fn decide(pod: &PodView<'_>, namespace: &str, config: &Config, mesh: &MeshState) -> Decision {
+    if config.is_system_namespace(namespace) {
+        return Decision::Skipped(SYSTEM_NAMESPACE);
+    }
     let detection = match detect(pod, &config.catalog) {
         Ok(detection) => detection,
         Err(skip) => return Decision::Skipped(skip.as_str()),
@@ -273,38 +355,158 @@ pub fn decide(pod: &PodView<'_>, config: &Config) -> Decision {
             notes: detection.off_notes(),
         };
     }
-    let mut changes = Vec::new();
-    let excluded = if active.iter().any(|mesh| mesh.excludes_inbound()) {
-        ports.inbound.clone()
-    } else {
-        PortSet::new()
+    let istio = active.contains(&Mesh::Istio);
+    let verdicts = match istio {
+        true => istio_verdicts(pod, namespace, &ports.inbound, config, mesh, &mut warnings),
+        false => BTreeMap::new(),
     };
-    for mesh in active {
-        let plan = mesh.plan(pod, &ports, config);
+    let kept: PortSet = verdicts
+        .iter()
+        .filter(|(_, verdict)| matches!(verdict, Verdict::Keep(_)))
+        .map(|(&port, _)| port)
+        .collect();
+    let mut changes = Vec::new();
+    let excluded: PortSet = ports.inbound.difference(&kept).copied().collect();
+    let excludes = active.iter().any(|mesh| mesh.excludes_inbound());
+    for &mesh in &active {
+        let inbound = match mesh {
+            Mesh::Istio => excluded.clone(),
+            _ => ports.inbound.clone(),
+        };
+        let plan = mesh.plan(
+            pod,
+            &Ports {
+                inbound,
+                outbound: ports.outbound.clone(),
+            },
+            config,
+        );
         changes.extend(plan.changes);
         warnings.extend(plan.warnings);
     }
+    let exposed = match istio {
+        true => exposed(pod, namespace, &ports.inbound, config, mesh, &mut warnings),
+        false => BTreeMap::new(),
+    };
     if !changes.is_empty() {
-        for (key, ports) in [
-            (RECORD_KEY, &excluded),
-            (OUTBOUND_RECORD_KEY, &ports.outbound),
-        ] {
-            let record = format_port_list(ports.iter().copied());
-            if !ports.is_empty() && pod.annotation(key) != Some(record.as_str()) {
-                changes.push(Change::SetAnnotation {
-                    key: key.to_string(),
-                    value: record,
-                });
-            }
-        }
+        let excluded = if excludes { excluded } else { PortSet::new() };
+        record(pod, RECORD_KEY, &excluded, &mut changes);
+        record(pod, OUTBOUND_RECORD_KEY, &ports.outbound, &mut changes);
     }
+    // Kept ports the pod's author has not excluded already: the record says they stay.
+    let kept = kept
+        .difference(&exposed.keys().copied().collect())
+        .copied()
+        .collect();
+    record(pod, KEPT_RECORD_KEY, &kept, &mut changes);
     Decision::Planned(Plan {
         detection,
         ports: ports.inbound,
         outbound: ports.outbound,
+        verdicts,
+        exposed,
         changes,
         warnings,
     })
+}
+
+/// Sets record `key` to `ports` (ascending) unless it says so already or there is nothing to say.
+fn record(pod: &PodView<'_>, key: &str, ports: &PortSet, changes: &mut Vec<Change>) {
+    let value = format_port_list(ports.iter().copied());
+    if !ports.is_empty() && pod.annotation(key) != Some(value.as_str()) {
+        changes.push(Change::SetAnnotation {
+            key: key.to_string(),
+            value,
+        });
+    }
+}
+
+/// Exclude or keep, per inbound port of an Istio sidecar pod, with the warnings an operator
+/// needs about a forced choice.
+fn istio_verdicts(
+    pod: &PodView<'_>,
+    namespace: &str,
+    inbound: &PortSet,
+    config: &Config,
+    mesh: &MeshState,
+    warnings: &mut Vec<String>,
+) -> BTreeMap<u16, Verdict> {
+    let choice = istio::mtls::choice(pod.annotation(MTLS_KEY), config.istio.mtls, warnings);
+    let verdicts: BTreeMap<u16, Verdict> = inbound
+        .iter()
+        .map(|&port| {
+            (
+                port,
+                istio::mtls::verdict(choice, mesh, namespace, pod, port),
+            )
+        })
+        .collect();
+    let mut forced_keep = PortSet::new();
+    let mut bypassing: BTreeMap<String, PortSet> = BTreeMap::new();
+    for (&port, verdict) in &verdicts {
+        match verdict {
+            Verdict::Keep(KeepReason::Forced(_)) => {
+                forced_keep.insert(port);
+            }
+            Verdict::Exclude(ExcludeReason::Forced {
+                bypasses: Some(enforcement),
+                ..
+            }) => {
+                bypassing
+                    .entry(enforcement.to_string())
+                    .or_default()
+                    .insert(port);
+            }
+            _ => {}
+        }
+    }
+    if !forced_keep.is_empty() {
+        warnings.push(format!(
+            "{} kept in the mesh by {} although nothing enforces identity there (PERMISSIVE): plaintext clients from outside the mesh will hang",
+            phrase(forced_keep),
+            choice.1
+        ));
+    }
+    for (enforcement, ports) in bypassing {
+        warnings.push(format!(
+            "{} excluded by {} although the mesh enforces identity there ({enforcement}): the {} bypass mTLS and AuthorizationPolicy",
+            phrase(ports.iter().copied()),
+            choice.1,
+            if ports.len() == 1 { "port will" } else { "ports will" }
+        ));
+    }
+    verdicts
+}
+
+/// The inbound ports the pod keeps out of capture already while the mesh enforces identity on
+/// them; its author's choice stands, and is named.
+fn exposed(
+    pod: &PodView<'_>,
+    namespace: &str,
+    inbound: &PortSet,
+    config: &Config,
+    mesh: &MeshState,
+    warnings: &mut Vec<String>,
+) -> BTreeMap<u16, Enforcement> {
+    let exposed: BTreeMap<u16, Enforcement> = istio::uncaptured(pod, inbound, &config.istio)
+        .into_iter()
+        .filter_map(|port| Some((port, mesh.enforcement(namespace, pod, port)?)))
+        .collect();
+    let mut by_enforcement: BTreeMap<String, PortSet> = BTreeMap::new();
+    for (&port, enforcement) in &exposed {
+        by_enforcement
+            .entry(enforcement.to_string())
+            .or_default()
+            .insert(port);
+    }
+    for (enforcement, ports) in by_enforcement {
+        warnings.push(format!(
+            "{} already excluded from capture by the pod although the mesh enforces identity there ({enforcement}): {} mTLS and AuthorizationPolicy",
+            phrase(ports.iter().copied()),
+            if ports.len() == 1 { "it bypasses" } else { "they bypass" }
+        ));
+    }
+    exposed
 }
 
 #[cfg(test)]
@@ -314,7 +516,12 @@ mod tests {
 
     fn decide_json(pod: serde_json::Value) -> Decision {
         let bytes = serde_json::to_vec(&pod).unwrap();
-        decide(&PodView::from_json(&bytes).unwrap(), &Config::default())
+        decide(
+            &PodView::from_json(&bytes).unwrap(),
+            "mail",
+            &Config::default(),
+            &MeshState::default(),
+        )
     }
 
     #[test]
@@ -365,6 +572,200 @@ mod tests {
 }
 
 #[cfg(test)]
+mod mtls_tests {
+    use super::*;
+    use crate::mesh::istio::mtls::MtlsChoice;
+    use crate::mesh_state::MeshObject;
+    use serde_json::{Value, json};
+
+    /// `mail` STRICT by namespace; `web` PERMISSIVE with an AuthorizationPolicy for `app: web`.
+    fn mesh() -> MeshState {
+        let objects = [
+            json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+                   "metadata": {"namespace": "mail", "name": "default"}, "spec": {"mtls": {"mode": "STRICT"}}}),
+            json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                   "metadata": {"namespace": "web", "name": "allow-web"},
+                   "spec": {"selector": {"matchLabels": {"app": "web"}}}}),
+        ];
+        MeshState::new(
+            "istio-system",
+            objects
+                .iter()
+                .map(|o| MeshObject::from_value(o).unwrap().unwrap()),
+        )
+    }
+
+    fn decide_in(namespace: &str, pod: &Value, config: &Config) -> Decision {
+        let bytes = serde_json::to_vec(pod).unwrap();
+        decide(
+            &PodView::from_json(&bytes).unwrap(),
+            namespace,
+            config,
+            &mesh(),
+        )
+    }
+
+    fn mox(labels: Value, annotations: Value) -> Value {
+        json!({"metadata": {"labels": labels, "annotations": annotations},
+               "spec": {"containers": [{"name": "mox", "ports": [
+                   {"containerPort": 25}, {"containerPort": 587}]}]}})
+    }
+
+    fn set(key: &str, value: &str) -> Change {
+        Change::SetAnnotation {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn keep_or_exclude_table() {
+        let exclude =
+            |ports: &str| vec![set(istio::EXCLUDE_INBOUND, ports), set(RECORD_KEY, ports)];
+        let cases: Vec<(&str, &str, Value, Value, Vec<Change>)> = vec![
+            (
+                "STRICT namespace",
+                "mail",
+                json!({}),
+                json!({}),
+                vec![set(KEPT_RECORD_KEY, "25,587")],
+            ),
+            (
+                "no policy",
+                "other",
+                json!({}),
+                json!({}),
+                exclude("25,587"),
+            ),
+            (
+                "AuthorizationPolicy selecting the pod",
+                "web",
+                json!({"app": "web"}),
+                json!({}),
+                vec![set(KEPT_RECORD_KEY, "25,587")],
+            ),
+            (
+                "AuthorizationPolicy for other pods",
+                "web",
+                json!({"app": "mox"}),
+                json!({}),
+                exclude("25,587"),
+            ),
+            (
+                "annotation exclude under STRICT",
+                "mail",
+                json!({}),
+                json!({MTLS_KEY: "exclude"}),
+                exclude("25,587"),
+            ),
+            (
+                "annotation keep under PERMISSIVE",
+                "other",
+                json!({}),
+                json!({MTLS_KEY: "keep"}),
+                vec![set(KEPT_RECORD_KEY, "25,587")],
+            ),
+            (
+                "already recorded",
+                "mail",
+                json!({}),
+                json!({KEPT_RECORD_KEY: "25,587"}),
+                vec![],
+            ),
+            // The author's exclusion of 587 stands: 25 stays kept, 587 is named as exposed.
+            (
+                "author's exclusion under STRICT",
+                "mail",
+                json!({}),
+                json!({istio::EXCLUDE_INBOUND: "587"}),
+                vec![set(KEPT_RECORD_KEY, "25")],
+            ),
+        ];
+        for (what, namespace, labels, annotations, expected) in cases {
+            let decision = decide_in(namespace, &mox(labels, annotations), &Config::default());
+            assert_eq!(decision.changes(), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn forced_choices_and_exposed_ports_are_warned_about() {
+        let warnings = |namespace: &str, annotations: Value| {
+            decide_in(namespace, &mox(json!({}), annotations), &Config::default())
+                .warnings()
+                .to_vec()
+        };
+        assert_eq!(
+            warnings("mail", json!({MTLS_KEY: "exclude"})),
+            [
+                "ports 25,587 excluded by annotation although the mesh enforces identity there (STRICT by mail/default): the ports will bypass mTLS and AuthorizationPolicy"
+            ]
+        );
+        assert_eq!(
+            warnings("other", json!({MTLS_KEY: "keep"})),
+            [
+                "ports 25,587 kept in the mesh by annotation although nothing enforces identity there (PERMISSIVE): plaintext clients from outside the mesh will hang"
+            ]
+        );
+        assert_eq!(
+            warnings("mail", json!({istio::EXCLUDE_INBOUND: "587"})),
+            [
+                "port 587 already excluded from capture by the pod although the mesh enforces identity there (STRICT by mail/default): it bypasses mTLS and AuthorizationPolicy"
+            ]
+        );
+        assert!(warnings("other", json!({})).is_empty());
+        let Decision::Planned(plan) = decide_in(
+            "mail",
+            &mox(json!({}), json!({istio::EXCLUDE_INBOUND: "587"})),
+            &Config::default(),
+        ) else {
+            panic!("planned");
+        };
+        assert_eq!(plan.exposed.keys().copied().collect::<Vec<_>>(), [587]);
+        assert_eq!(
+            plan.capture_summary(),
+            "ports 25,587 kept (STRICT by mail/default)"
+        );
+    }
+
+    #[test]
+    fn the_configuration_sets_the_default_choice() {
+        let mut config = Config::default();
+        config.istio.mtls = MtlsChoice::Exclude;
+        let decision = decide_in("mail", &mox(json!({}), json!({})), &config);
+        assert_eq!(decision.changes()[0], set(istio::EXCLUDE_INBOUND, "25,587"));
+        assert!(decision.warnings()[0].contains("by configuration istio.mtls"));
+        // The pod's `auto` brings the rule back.
+        let decision = decide_in("mail", &mox(json!({}), json!({MTLS_KEY: "auto"})), &config);
+        assert_eq!(decision.changes(), [set(KEPT_RECORD_KEY, "25,587")]);
+    }
+
+    #[test]
+    fn system_namespaces_are_never_planned() {
+        let mut config = Config::default();
+        config.own_namespace = "mail-ops".into();
+        for namespace in ["kube-system", "kube-public", "mail-ops"] {
+            assert_eq!(
+                decide_in(namespace, &mox(json!({}), json!({})), &config),
+                Decision::Skipped(SYSTEM_NAMESPACE),
+                "{namespace}"
+            );
+        }
+        assert!(matches!(
+            decide_in("serverfirst-system", &mox(json!({}), json!({})), &config),
+            Decision::Planned(_)
+        ));
+        assert!(matches!(
+            decide_in(
+                "serverfirst-system",
+                &mox(json!({}), json!({})),
+                &Config::default()
+            ),
+            Decision::Skipped(_)
+        ));
+    }
+}
+
+#[cfg(test)]
 mod profile_tests {
     use super::*;
     use crate::patch;
@@ -391,7 +792,12 @@ mod profile_tests {
 
     fn decide_value(pod: &Value, config: &Config) -> Decision {
         let bytes = serde_json::to_vec(pod).unwrap();
-        decide(&PodView::from_json(&bytes).unwrap(), config)
+        decide(
+            &PodView::from_json(&bytes).unwrap(),
+            "mail",
+            config,
+            &MeshState::default(),
+        )
     }
 
     /// The pod after applying the decision's patch.
@@ -401,7 +807,11 @@ mod profile_tests {
         let mut patched = pod.clone();
         json_patch::patch(
             &mut patched,
-            &patch::build(&view, decide(&view, config).changes()).0,
+            &patch::build(
+                &view,
+                decide(&view, "mail", config, &MeshState::default()).changes(),
+            )
+            .0,
         )
         .unwrap();
         patched

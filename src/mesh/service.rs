@@ -79,8 +79,15 @@ pub fn meshes_for_service(selection: &MeshSelection) -> Vec<Mesh> {
     meshes
 }
 
-/// Detects and plans: the one function every entry point uses for a Service.
-pub fn decide_service(service: &ServiceView<'_>, config: &Config) -> ServiceDecision {
+/// Detects and plans: the one function every entry point uses for a Service in `namespace`.
+pub fn decide_service(
+    service: &ServiceView<'_>,
+    namespace: &str,
+    config: &Config,
+) -> ServiceDecision {
+    if config.is_system_namespace(namespace) {
+        return ServiceDecision::Skipped(super::SYSTEM_NAMESPACE);
+    }
     let findings = match detect_service(service, &config.catalog) {
         Ok(findings) => findings,
         Err(skip) => return ServiceDecision::Skipped(skip.as_str()),
@@ -145,7 +152,11 @@ mod tests {
 
     fn decide_json(service: &Value) -> ServiceDecision {
         let bytes = serde_json::to_vec(service).unwrap();
-        decide_service(&ServiceView::from_json(&bytes).unwrap(), &Config::default())
+        decide_service(
+            &ServiceView::from_json(&bytes).unwrap(),
+            "mail",
+            &Config::default(),
+        )
     }
 
     #[test]
@@ -246,7 +257,7 @@ mod tests {
             value: value.into(),
         };
         assert_eq!(
-            decide_service(&view, &config(Mesh::Linkerd)).changes(),
+            decide_service(&view, "mail", &config(Mesh::Linkerd)).changes(),
             [
                 ServiceChange::SetAnnotation {
                     key: linkerd_service::OPAQUE_PORTS.into(),
@@ -256,7 +267,7 @@ mod tests {
             ]
         );
         for mesh in [Mesh::Kuma, Mesh::Consul] {
-            let decision = decide_service(&view, &config(mesh));
+            let decision = decide_service(&view, "mail", &config(mesh));
             assert!(matches!(decision, ServiceDecision::Planned(_)), "{mesh:?}");
             assert!(decision.changes().is_empty(), "{mesh:?}");
         }
