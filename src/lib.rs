@@ -14,6 +14,8 @@
 //! - [`config`]: validated configuration (catalog overrides, mode, mesh defaults).
 //! - [`pod`]: the small view of a Pod that every decision is made from.
 //! - [`detect`]: Pod view → server-first ports found (pure).
+//! - [`mesh_state`]: the mesh facts a decision needs besides the object (namespaces' labels,
+//!   PeerAuthentications, AuthorizationPolicies), built from objects by one function (pure).
 //! - [`service`]: the small view of a Service, as [`pod`] is for pods.
 //! - [`service_ports`]: Service view → the ports that serve a server-first protocol (pure).
 //! - [`mesh`]: per-mesh planning of the annotation and argument changes, and of Services'
@@ -22,6 +24,7 @@
 //! - [`admission`]: AdmissionReview v1 in (pods and Services), AdmissionReview v1 out; no HTTP
 //!   types.
 //! - [`server`]: the HTTPS webhook and the plain-HTTP health/metrics listener.
+//! - [`mesh_watch`]: keeps the webhook's mesh state current from the cluster (reflectors).
 //! - [`tls`]: serving certificate loading and hot reload.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`manifests`]: offline manifests → pod templates and Services → decisions and rendered YAML.
@@ -42,6 +45,8 @@ pub mod config;
 pub mod detect;
 pub mod manifests;
 pub mod mesh;
+pub mod mesh_state;
+pub mod mesh_watch;
 pub mod metrics;
 pub mod patch;
 pub mod pod;

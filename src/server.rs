@@ -29,6 +29,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::{self, RequestError};
 use crate::config::{Config, Mode};
+use crate::mesh_state::SharedMeshState;
 use crate::metrics::{Exposition, Metrics, Rejection};
 
 /// Resource limits of the webhook listener.
@@ -64,14 +65,21 @@ impl Default for Limits {
 #[derive(Debug, Clone)]
 struct WebhookState {
     config: Arc<Config>,
+    mesh: SharedMeshState,
     metrics: Arc<Metrics>,
     max_body_bytes: usize,
 }
 
-/// `POST /mutate` and `POST /audit`.
-pub fn webhook_router(config: Arc<Config>, metrics: Arc<Metrics>, limits: &Limits) -> Router {
+/// `POST /mutate` and `POST /audit`. Each review reads the mesh state current when it arrives.
+pub fn webhook_router(
+    config: Arc<Config>,
+    mesh: SharedMeshState,
+    metrics: Arc<Metrics>,
+    limits: &Limits,
+) -> Router {
     let state = WebhookState {
         config,
+        mesh,
         metrics,
         max_body_bytes: limits.max_body_bytes,
     };
@@ -121,7 +129,9 @@ fn answer(
             return error_response(status, &rejection.body_text());
         }
     };
-    match admission::review(&body, mode, &state.config) {
+    // A snapshot: no lock is held, and a rebuild of the state never waits on this review.
+    let mesh = state.mesh.load();
+    match admission::review(&body, mode, &state.config, &mesh) {
         Ok(reviewed) => {
             state
                 .metrics

@@ -147,3 +147,38 @@ fn bad_flags_and_files_give_a_clear_error_and_exit_2() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// `POD_NAMESPACE` (the downward API in the chart and overlays) names serverfirst's own namespace,
+/// which is never patched; on a machine with no cluster configured it says once that decisions
+/// assume no mesh policy.
+#[tokio::test]
+async fn its_own_namespace_is_never_patched_and_no_cluster_is_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr");
+    let server = SpawnedServe::start_with_env(
+        &[],
+        &[("POD_NAMESPACE", "mail"), ("RUST_LOG", "info")],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    wait_ready(server.metrics_port);
+    // The fixture's review is for namespace `mail`.
+    let (status, body) = webhook_support::post(
+        server.webhook,
+        &server.ca_pem,
+        "/mutate",
+        REVIEW.into(),
+        false,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let response: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(response["response"].get("patch").is_none(), "{response}");
+    drop(server);
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        stderr.matches("no cluster configured").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("system namespace"), "{stderr}");
+}

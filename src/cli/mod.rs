@@ -134,6 +134,16 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<crate::config::
     })
 }
 
+/// Something says where a cluster is, as kubectl and kube's `Config::infer` look: `$KUBECONFIG`,
+/// `~/.kube/config`, or the environment of a pod (`KUBERNETES_SERVICE_HOST`).
+fn cluster_configured() -> bool {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|value| !value.is_empty());
+    let default_kubeconfig = std::env::var_os("HOME")
+        .map(|home| std::path::Path::new(&home).join(".kube").join("config"))
+        .is_some_and(|path| path.exists());
+    set("KUBECONFIG") || set("KUBERNETES_SERVICE_HOST") || default_kubeconfig
+}
+
 /// A client from `kubeconfig` (default: the usual places, or the in-cluster config) and its
 /// `context`; the error is one line.
 async fn kube_client(

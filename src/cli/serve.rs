@@ -8,8 +8,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
 use crate::certs;
 use crate::config::Mode;
+use crate::mesh_state::{MeshState, SharedMeshState};
+use crate::mesh_watch;
 use crate::metrics::Metrics;
 use crate::server::{self, Limits};
 use crate::tls::{self, CertFiles, CertResolver};
@@ -44,6 +49,18 @@ pub struct ServeArgs {
     /// Require client certificates signed by this CA (PEM), e.g. the API server's.
     #[arg(long)]
     client_ca: Option<PathBuf>,
+    /// Read the mesh state (namespaces, Istio PeerAuthentications and AuthorizationPolicies)
+    /// from the cluster, so that ports stay in the mesh where it enforces identity: `auto` does
+    /// when a cluster is configured, `off` never does.
+    #[arg(long, value_enum, default_value_t = MeshStateArg::Auto)]
+    mesh_state: MeshStateArg,
+    /// kubeconfig file for the mesh state (default: $KUBECONFIG, ~/.kube/config, or the
+    /// in-cluster config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// kubeconfig context to use (default: the current context).
+    #[arg(long)]
+    context: Option<String>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -89,6 +106,12 @@ impl From<&LimitArgs> for Limits {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MeshStateArg {
+    Auto,
+    Off,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum ModeArg {
     Enforce,
@@ -103,6 +126,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ModeArg::Audit => Mode::Audit,
         };
     }
+    if let Ok(namespace) = std::env::var("POD_NAMESPACE")
+        && !namespace.trim().is_empty()
+    {
+        config.own_namespace = namespace.trim().to_string();
+    }
+    let client = match mesh_state_client(&args).await {
+        Ok(client) => client,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
 
@@ -153,15 +188,44 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
+    let mesh: SharedMeshState = Arc::new(ArcSwap::from_pointee(MeshState::new(
+        &config.istio.root_namespace,
+        [],
+    )));
+    let (mesh_ready, mut mesh_listed) = watch::channel(client.is_none());
+    let mesh_watch = client.map(|client| {
+        tokio::spawn(mesh_watch::run(
+            client,
+            config.istio.root_namespace.clone(),
+            mesh.clone(),
+            mesh_ready,
+            shutdown.clone(),
+        ))
+    });
+    // Ready once the mesh state has listed: until then a decision could open a port the mesh
+    // protects, and the API server admits pods unchanged while serverfirst is not ready.
+    tokio::spawn({
+        let (ready, shutdown) = (ready.clone(), shutdown.clone());
+        async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                listed = mesh_listed.wait_for(|listed| *listed) => {
+                    if listed.is_ok() && !shutdown.is_cancelled() {
+                        ready.store(true, Ordering::Release);
+                    }
+                }
+            }
+        }
+    });
+
     let limits = Limits::from(&args.limits);
-    let router = server::webhook_router(Arc::new(config.clone()), metrics, &limits);
+    let router = server::webhook_router(Arc::new(config.clone()), mesh, metrics, &limits);
     tracing::info!(
         listen = %webhook_listener.local_addr()?,
         metrics = %args.metrics_listen,
         mode = config.mode.as_str(),
         "serving admission webhook"
     );
-    ready.store(true, Ordering::Release);
     let https = server::serve_https(
         webhook_listener,
         tls_config,
@@ -172,6 +236,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     https.await;
     ready.store(false, Ordering::Release);
     shutdown.cancel();
+    if let Some(mesh_watch) = mesh_watch {
+        mesh_watch.await?;
+    }
     health.await?.context("health listener failed")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -196,4 +263,22 @@ pub(super) async fn cancel_on_signal(shutdown: CancellationToken) {
         _ = shutdown.cancelled() => {}
     }
     shutdown.cancel();
+}
+
+/// The client that reads the mesh state, or `None` when it is off or no cluster is configured at
+/// all (a webhook run on a laptop decides as if no mesh policy existed, and says so once).
+async fn mesh_state_client(args: &ServeArgs) -> Result<Option<kube::Client>, String> {
+    if args.mesh_state == MeshStateArg::Off {
+        tracing::info!("mesh state off (--mesh-state off): decisions assume no mesh policy");
+        return Ok(None);
+    }
+    if args.kubeconfig.is_none() && args.context.is_none() && !super::cluster_configured() {
+        tracing::info!(
+            "no cluster configured (no kubeconfig, not in a pod): decisions assume no mesh policy"
+        );
+        return Ok(None);
+    }
+    super::kube_client(args.kubeconfig.as_deref(), args.context.as_deref())
+        .await
+        .map(Some)
 }

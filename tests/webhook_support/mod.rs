@@ -1,6 +1,7 @@
 //! An in-process webhook on 127.0.0.1:0 and an HTTPS client that verifies it.
 #![allow(dead_code)]
 
+use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use serverfirst::certs::{self, CertBundle};
 use serverfirst::config::Config;
+use serverfirst::mesh_state::{MeshState, SharedMeshState};
 use serverfirst::metrics::Metrics;
 use serverfirst::server::{self, Limits};
 use serverfirst::tls::{self, CertResolver};
@@ -23,6 +25,8 @@ pub struct TestServer {
     pub bundle: CertBundle,
     pub resolver: Arc<CertResolver>,
     pub metrics: Arc<Metrics>,
+    /// The mesh state reviews read; a test stores another to change it.
+    pub mesh: SharedMeshState,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<()>,
 }
@@ -47,7 +51,9 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let metrics = Arc::new(Metrics::new());
-        let router = server::webhook_router(Arc::new(config), metrics.clone(), &limits);
+        let mesh: SharedMeshState = Arc::new(ArcSwap::from_pointee(MeshState::default()));
+        let router =
+            server::webhook_router(Arc::new(config), mesh.clone(), metrics.clone(), &limits);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server::serve_https(
             listener,
@@ -61,6 +67,7 @@ impl TestServer {
             bundle,
             resolver,
             metrics,
+            mesh,
             shutdown,
             task,
         }
@@ -181,6 +188,16 @@ impl SpawnedServe {
     /// Starts the binary with `extra_args`, logging to `stderr`; returns once the CA is printed
     /// (the listeners are bound by then).
     pub fn start(extra_args: &[&str], stderr: std::process::Stdio) -> SpawnedServe {
+        Self::start_with_env(extra_args, &[("RUST_LOG", "warn")], stderr)
+    }
+
+    /// As [`SpawnedServe::start`], with `env` set. No cluster is configured for it (no
+    /// `$KUBECONFIG`, not in a pod, a `$HOME` without `.kube/config`) unless `env` says so.
+    pub fn start_with_env(
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        stderr: std::process::Stdio,
+    ) -> SpawnedServe {
         use std::io::BufRead;
         let (webhook, metrics_port) = (free_port(), free_port());
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_serverfirst"))
@@ -192,7 +209,11 @@ impl SpawnedServe {
             ])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
             .args(extra_args)
-            .env("RUST_LOG", "warn")
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("POD_NAMESPACE")
+            .env("HOME", env!("CARGO_TARGET_TMPDIR"))
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(stderr)
             .spawn()
