@@ -5,8 +5,8 @@
 //! - With helm, kubectl and kubernetes-validate (`.ci/install-manifest-tools`): `helm lint
 //!   --strict`; every mode × certificate source rendered for the oldest and newest Kubernetes and
 //!   validated against the Kubernetes schemas; parity with `kubectl kustomize` of each overlay;
-//!   the schema's and the templates' refusals; `source=helm` across upgrades against a stub API
-//!   server; `helm package`.
+//!   the schema's and the templates' refusals; optional APIs declared to an offline render;
+//!   `source=helm` across upgrades against a stub API server; `helm package`.
 //!
 //! Custom resources are not in the Kubernetes schemas: cert-manager's Issuer and Certificate are
 //! checked by `check_cert_manager` (as for the overlays), the ServiceMonitor by
@@ -784,7 +784,7 @@ fn missing_apis_and_values_fail_with_their_name() {
         ),
         (
             set(&["metrics.serviceMonitor.enabled=true"]),
-            "needs the API monitoring.coreos.com/v1 (kind ServiceMonitor)",
+            "needs the API monitoring.coreos.com/v1 (ServiceMonitor)",
         ),
         (
             set(&[
@@ -846,6 +846,87 @@ fn missing_apis_and_values_fail_with_their_name() {
     let objects = helm.template(RELEASE, NAMESPACE, &args).unwrap();
     only(&objects, "Certificate", "served APIs");
     only(&objects, "ServiceMonitor", "served APIs");
+}
+
+/// `helm template` has no cluster to ask: `--api-versions` declares what it would serve, either
+/// as group/version or kind-qualified (a live cluster's discovery gives both). A render that
+/// declares neither fails with a message naming the flag that makes it work, and what to install.
+#[test]
+fn optional_apis_render_offline_declared_by_group_version_or_by_kind() {
+    let Some((helm, _)) = HelmTools::find("offline rendering of optional APIs") else {
+        return;
+    };
+    let features = [
+        (
+            "certificates.source=cert-manager",
+            "cert-manager.io/v1",
+            &["Issuer", "Certificate"][..],
+            "Install cert-manager first",
+        ),
+        (
+            "metrics.serviceMonitor.enabled=true",
+            "monitoring.coreos.com/v1",
+            &["ServiceMonitor"][..],
+            "Install the Prometheus Operator's CRDs first",
+        ),
+    ];
+    for (value, group_version, kinds, install) in features {
+        let render = |api_versions: &[String]| {
+            let mut args = vec!["--set".to_string(), value.to_string()];
+            for api in api_versions {
+                args.extend(["--api-versions".to_string(), api.clone()]);
+            }
+            helm.template(RELEASE, NAMESPACE, &args)
+        };
+        let renders = |api_versions: &[String]| {
+            let context = format!("{value} with --api-versions {api_versions:?}");
+            let objects = render(api_versions).unwrap_or_else(|e| panic!("{context}:\n{e}"));
+            match kinds {
+                ["ServiceMonitor"] => check_service_monitor(&context, &objects),
+                _ => check_cert_manager(
+                    &context,
+                    &objects,
+                    only(&objects, "MutatingWebhookConfiguration", &context),
+                ),
+            }
+            println!("{context}: renders");
+        };
+        let kind_qualified: Vec<String> = kinds
+            .iter()
+            .map(|kind| format!("{group_version}/{kind}"))
+            .collect();
+        renders(&[group_version.to_string()]);
+        renders(&kind_qualified);
+
+        let error = render(&[]).expect_err(value);
+        for named in [
+            format!("{value} needs the API {group_version}"),
+            install.to_string(),
+            format!("pass --api-versions {group_version} to helm template"),
+        ] {
+            assert!(error.contains(&named), "{value}: {named:?} in\n{error}");
+        }
+        println!(
+            "{value}, no --api-versions: {}",
+            error.lines().next().unwrap_or_default()
+        );
+        // What the message says to pass is what renders.
+        let flag = error
+            .split("--api-versions ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap();
+        renders(&[flag.to_string()]);
+
+        // Kind-qualified, every kind is needed: the message names the missing ones.
+        if let [first, .., last] = kinds {
+            let error = render(&[format!("{group_version}/{first}")]).expect_err(value);
+            assert!(
+                error.contains(&format!("needs the API {group_version} ({last})")),
+                "{value}, only {first} declared: {error}"
+            );
+        }
+    }
 }
 
 #[test]
