@@ -396,8 +396,10 @@ async fn policyreport_per_namespace_validates_against_the_crd() {
     );
 }
 
+/// Policy Reporter groups results by `source`; an OpenReports result has its own
+/// (`ReportResult.source`, which overrides the report's).
 #[tokio::test]
-async fn openreports_report_has_its_source_at_the_top() {
+async fn openreports_results_each_carry_source_serverfirst() {
     let api = stub_api().await;
     let dir = tempfile::tempdir().unwrap();
     let config = api.kubeconfig(dir.path());
@@ -428,13 +430,11 @@ async fn openreports_report_has_its_source_at_the_top() {
         assert_eq!(document["apiVersion"], "openreports.io/v1alpha1");
         assert_eq!(document["kind"], "Report");
         assert_eq!(document["source"], "serverfirst");
-        assert!(
-            document["results"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|r| r.get("source").is_none())
-        );
+        let results = document["results"].as_array().unwrap();
+        assert!(!results.is_empty(), "{document:#}");
+        for result in results {
+            assert_eq!(result["source"], "serverfirst", "{result:#}");
+        }
         assert!(
             !schema_errors(&wgpolicy, document).is_empty(),
             "not a v1alpha2 PolicyReport"
