@@ -5,12 +5,14 @@
 //! Needs only `list pods`, `list services` and `get replicasets` (to name a Deployment instead
 //! of its ReplicaSet). Pods are listed in pages (`limit` + `continue`) and audited page by page;
 //! a list comes in namespace order, so each namespace's Services are listed and audited once its
-//! pods are through, against those pods' labels: memory stays that of one namespace.
+//! pods are through, against those pods' labels: memory stays that of one namespace. The
+//! Services of namespaces without pods (the ones a new deployment is about to fill) follow, from
+//! a paged Service list that skips the namespaces already done: memory holds only their names.
 
 pub mod apply;
 pub mod policyreport;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -194,6 +196,8 @@ pub enum AuditError {
     List(String),
     #[error("cannot list the Services of namespace {namespace}: {message}")]
     ListServices { namespace: String, message: String },
+    #[error("cannot list the Services of all namespaces: {0}")]
+    ListAllServices(String),
 }
 
 /// Classifies one pod (pure): the same decision the webhook makes, plus what it means for a pod
@@ -438,9 +442,12 @@ impl Progress {
 }
 
 /// Lists pods (all namespaces when `namespace` is `None`) one page at a time and audits each
-/// page, so memory stays that of one page whatever the size of the cluster.
+/// page, then the Services of the namespaces that had no pods, so memory stays that of one page
+/// whatever the size of the cluster.
 pub struct Auditor<'c> {
     client: kube::Client,
+    /// The audited namespace, `None` for all of them.
+    scope: Option<String>,
     /// `/api/v1/pods` or `/api/v1/namespaces/NS/pods`.
     url_path: String,
     owners: OwnerResolver,
@@ -450,6 +457,10 @@ pub struct Auditor<'c> {
     progress: Progress,
     /// The namespace whose pods are being listed, for its Services.
     namespace: NamespacePods,
+    /// Namespaces whose Services were audited with their pods.
+    audited: HashSet<String>,
+    /// Where the Services of namespaces without pods are being listed, once the pods are done.
+    podless: PodlessServices,
     /// Services are listed (until the API forbids it).
     services: bool,
     /// Istio is planned for: Services get their companion DestinationRule advice.
@@ -466,6 +477,7 @@ impl<'c> Auditor<'c> {
         config: &'c Config,
     ) -> Self {
         Auditor {
+            scope: namespace.map(str::to_string),
             url_path: <Pod as kube::Resource>::url_path(&(), namespace),
             owners: OwnerResolver::new(client.clone()),
             client,
@@ -479,6 +491,8 @@ impl<'c> Auditor<'c> {
                 complete: false,
             },
             namespace: NamespacePods::default(),
+            audited: HashSet::new(),
+            podless: PodlessServices::Pending,
             services: true,
             istio: meshes_for_service(&config.meshes).contains(&Mesh::Istio),
             mesh: MeshState::default(),
@@ -487,9 +501,22 @@ impl<'c> Auditor<'c> {
 
     /// The next page of rows, or `None` after the last one.
     pub async fn next_page(&mut self) -> Result<Option<Page>, AuditError> {
-        if self.progress.complete {
-            return Ok(None);
+        if !self.progress.complete {
+            return self.next_pod_page().await.map(Some);
         }
+        let rows = match std::mem::replace(&mut self.podless, PodlessServices::Done) {
+            PodlessServices::Done => return Ok(None),
+            PodlessServices::Pending => self.podless_services(None).await?,
+            PodlessServices::Continue(token) => self.podless_services(Some(token)).await?,
+        };
+        Ok(Some(Page {
+            rows,
+            progress: self.progress,
+        }))
+    }
+
+    /// The next page of pods, with the Services of each namespace they finish.
+    async fn next_pod_page(&mut self) -> Result<Page, AuditError> {
         let mut params = ListParams::default().limit(self.page_size);
         if let Some(token) = &self.token {
             params = params.continue_token(token);
@@ -528,10 +555,10 @@ impl<'c> Auditor<'c> {
         if self.progress.complete {
             rows.extend(self.audit_services().await?);
         }
-        Ok(Some(Page {
+        Ok(Page {
             rows,
             progress: self.progress,
-        }))
+        })
     }
 
     /// The pod's row, and what its namespace's Services need of it.
@@ -564,6 +591,15 @@ struct NamespacePods {
     pods: Vec<SelectablePod>,
 }
 
+/// Where the listing of the Services of namespaces without pods stands.
+#[derive(Debug)]
+enum PodlessServices {
+    Pending,
+    /// More pages, from this `continue` token.
+    Continue(String),
+    Done,
+}
+
 impl Auditor<'_> {
     /// The rows of the finished namespace's Services. Without `list services` (an older audit
     /// role) the pods are still audited: said once, then Services are left out.
@@ -572,40 +608,117 @@ impl Auditor<'_> {
         if namespace.name.is_empty() || !self.services {
             return Ok(Vec::new());
         }
+        self.audited.insert(namespace.name.clone());
         let failed = |message: String| AuditError::ListServices {
             namespace: namespace.name.clone(),
             message,
         };
         let url_path = <Service as kube::Resource>::url_path(&(), Some(&namespace.name));
-        let request = kube::core::Request::new(&url_path)
-            .list(&ListParams::default())
-            .map_err(|error| failed(root_cause(&error)))?;
-        let body = match self.client.request_text(request).await {
-            Ok(body) => body,
-            Err(kube::Error::Api(status)) if status.code == 403 => {
-                tracing::warn!(namespace = %namespace.name, "cannot list services (forbidden); auditing pods only");
-                eprintln!("warning: cannot list services (forbidden): auditing pods only");
-                self.services = false;
-                return Ok(Vec::new());
-            }
-            Err(error) => return Err(failed(root_cause(&error))),
+        let listed = self
+            .list_services(
+                &url_path,
+                &ListParams::default(),
+                &failed,
+                "auditing pods only",
+            )
+            .await?;
+        let Some(body) = listed else {
+            return Ok(Vec::new());
         };
         let list: RawList<'_> = serde_json::from_str(&body)
             .map_err(|error| failed(format!("the ServiceList does not parse: {error}")))?;
-        let mut rows = Vec::with_capacity(list.items.len());
-        for item in &list.items {
+        self.service_rows(&list.items, &namespace.pods, |_| false, &failed)
+    }
+
+    /// One page of the Services of the namespaces that had no pods (of the audited namespace, if
+    /// it had none), decided as Services with no pod selected yet. The list is of all Services;
+    /// those of namespaces already audited are skipped.
+    async fn podless_services(
+        &mut self,
+        token: Option<String>,
+    ) -> Result<Vec<AuditRow>, AuditError> {
+        let scope = self.scope.clone();
+        if !self.services || scope.as_ref().is_some_and(|ns| self.audited.contains(ns)) {
+            return Ok(Vec::new());
+        }
+        let failed = |message: String| match &scope {
+            Some(namespace) => AuditError::ListServices {
+                namespace: namespace.clone(),
+                message,
+            },
+            None => AuditError::ListAllServices(message),
+        };
+        let url_path = <Service as kube::Resource>::url_path(&(), scope.as_deref());
+        let mut params = ListParams::default().limit(self.page_size);
+        if let Some(token) = &token {
+            params = params.continue_token(token);
+        }
+        let consequence = "the Services of namespaces without pods are left out";
+        let listed = self
+            .list_services(&url_path, &params, &failed, consequence)
+            .await?;
+        let Some(body) = listed else {
+            return Ok(Vec::new());
+        };
+        let list: RawList<'_> = serde_json::from_str(&body)
+            .map_err(|error| failed(format!("the ServiceList does not parse: {error}")))?;
+        if let Some(next) = list.metadata.continue_.as_ref().filter(|t| !t.is_empty()) {
+            self.podless = PodlessServices::Continue(next.clone());
+        }
+        let audited = &self.audited;
+        self.service_rows(&list.items, &[], |ns| audited.contains(ns), &failed)
+    }
+
+    /// A Service list's body, or `None` when the API forbids it: said once, with its
+    /// `consequence`, and Services are left out from then on.
+    async fn list_services(
+        &mut self,
+        url_path: &str,
+        params: &ListParams,
+        failed: &dyn Fn(String) -> AuditError,
+        consequence: &str,
+    ) -> Result<Option<String>, AuditError> {
+        let request = kube::core::Request::new(url_path)
+            .list(params)
+            .map_err(|error| failed(root_cause(&error)))?;
+        match self.client.request_text(request).await {
+            Ok(body) => Ok(Some(body)),
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                tracing::warn!(url_path, "cannot list services (forbidden); {consequence}");
+                eprintln!("warning: cannot list services (forbidden): {consequence}");
+                self.services = false;
+                Ok(None)
+            }
+            Err(error) => Err(failed(root_cause(&error))),
+        }
+    }
+
+    /// The rows of listed Services, decided against `pods` (those of their namespace), except
+    /// those of the namespaces `skip` names.
+    fn service_rows(
+        &self,
+        items: &[&RawValue],
+        pods: &[SelectablePod],
+        skip: impl Fn(&str) -> bool,
+        failed: &dyn Fn(String) -> AuditError,
+    ) -> Result<Vec<AuditRow>, AuditError> {
+        let mut rows = Vec::with_capacity(items.len());
+        for item in items {
             let unreadable =
                 |error: serde_json::Error| failed(format!("a Service does not parse: {error}"));
             let view = ServiceView::from_json(item.get().as_bytes()).map_err(unreadable)?;
+            if skip(view.namespace().unwrap_or_default()) {
+                continue;
+            }
             let identity: ServiceIdentity = serde_json::from_str(item.get()).map_err(unreadable)?;
-            let mut row =
-                classify_service(&view, &identity.spec.selector, &namespace.pods, self.config);
+            let mut row = classify_service(&view, &identity.spec.selector, pods, self.config);
             row.resource.set_uid(identity.metadata.uid);
             if self.istio
+                && !pods.is_empty()
                 && let Ok(value) = serde_json::from_str::<serde_json::Value>(item.get())
                 && let Some(service) = offline::Service::from_value(&value)
             {
-                row.companion = service_companion(&service, &namespace.pods);
+                row.companion = service_companion(&service, pods);
             }
             rows.push(row);
         }

@@ -62,6 +62,9 @@ async fn audit_reports_each_pod_with_its_owner_across_pages() {
             ("mail", "relay", "protected", "[25]".to_string()),
             ("jobs", "digest", "would-patch", "[587]".to_string()),
             ("web", "nginx", "not-applicable", "[]".to_string()),
+            // outbox has no pods: its Services come last.
+            ("outbox", "postfix", "would-patch", "[587]".to_string()),
+            ("outbox", "postfix-tcp", "protected", "[587]".to_string()),
         ],
         "{stdout}"
     );
@@ -176,6 +179,145 @@ async fn audit_reports_each_pod_with_its_owner_across_pages() {
     gets.sort();
     assert_eq!(gets, ["dovecot-5f6d7c8b9", "mox-7c9d5b8f6"]);
     assert!(stderr.contains("listed 6 pods"), "{stderr}");
+}
+
+/// A Service in a namespace without pods is the one a new deployment is about to fill: listed,
+/// would-patch when serverfirst would declare a port, protected when already declared. With
+/// `-A` from a paged list of all Services that skips the namespaces audited with their pods;
+/// with `-n` from the namespace's own list, only when it had no pods.
+#[tokio::test]
+async fn services_of_namespaces_without_pods_are_listed() {
+    let api = stub_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = api.kubeconfig(dir.path());
+    let service_rows = |stdout: &str| -> Vec<(String, String, String, String)> {
+        stdout
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .filter(|row| row["kind"] == "Service")
+            .map(|row| {
+                let text = |key: &str| row[key].as_str().unwrap_or_default().to_string();
+                (
+                    text("namespace"),
+                    text("service"),
+                    text("status"),
+                    text("fix"),
+                )
+            })
+            .collect()
+    };
+    let outbox = [
+        (
+            "outbox".to_string(),
+            "postfix".to_string(),
+            "would-patch".to_string(),
+            "serverfirst declares Service port 587 TCP when the Service is next created or updated"
+                .to_string(),
+        ),
+        (
+            "outbox".to_string(),
+            "postfix-tcp".to_string(),
+            "protected".to_string(),
+            String::new(),
+        ),
+    ];
+
+    let args = ["-A", "-o", "ndjson", "-q", "--context", "stub"];
+    let (code, stdout, stderr) =
+        run_audit(&config, &[&args[..], &["--page-size", "2"]].concat()).await;
+    assert_eq!(code, 1, "{stderr}");
+    let rows = service_rows(&stdout);
+    let namespaces: Vec<&str> = rows.iter().map(|(ns, ..)| ns.as_str()).collect();
+    assert_eq!(
+        namespaces,
+        ["mail", "mail", "jobs", "web", "outbox", "outbox"],
+        "each Service once, those of namespaces with pods after their pods\n{stdout}"
+    );
+    assert_eq!(rows[4..], outbox, "{stdout}");
+    assert_eq!(
+        *api.calls.service_lists.lock().unwrap(),
+        ["mail", "jobs", "web"],
+        "namespaces with pods: their own lists, as before"
+    );
+    let pages = api.calls.all_service_lists.lock().unwrap().clone();
+    let continues: Vec<Option<&str>> = pages
+        .iter()
+        .map(|q| q.get("continue").map(String::as_str))
+        .collect();
+    assert_eq!(
+        continues,
+        [None, Some("page-from-2"), Some("page-from-4")],
+        "the six Services of all namespaces, in pages of two"
+    );
+    assert!(
+        pages
+            .iter()
+            .all(|q| q.get("limit").map(String::as_str) == Some("2"))
+    );
+
+    // -n of a namespace without pods: its Services, from its own list.
+    let (code, stdout, stderr) = run_audit(
+        &config,
+        &["-n", "outbox", "-o", "ndjson", "-q", "--context", "stub"],
+    )
+    .await;
+    assert_eq!(code, 0, "nothing at risk\n{stderr}");
+    assert_eq!(service_rows(&stdout), outbox, "{stdout}");
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+
+    // -n of a namespace with pods: its Services with them, and no second list.
+    api.calls.service_lists.lock().unwrap().clear();
+    let (_, stdout, stderr) = run_audit(
+        &config,
+        &["-n", "jobs", "-o", "ndjson", "-q", "--context", "stub"],
+    )
+    .await;
+    let rows = service_rows(&stdout);
+    assert_eq!(rows.len(), 1, "{stdout}\n{stderr}");
+    assert_eq!(
+        (rows[0].1.as_str(), rows[0].2.as_str()),
+        ("digest", "would-patch")
+    );
+    assert_eq!(*api.calls.service_lists.lock().unwrap(), ["jobs"]);
+    assert_eq!(
+        api.calls.all_service_lists.lock().unwrap().len(),
+        3,
+        "-n lists no Services of all namespaces"
+    );
+}
+
+/// An audit role bound per namespace cannot list the Services of all namespaces: the audit says
+/// so once and goes on, with the Services of the namespaces that had pods.
+#[tokio::test]
+async fn services_of_namespaces_without_pods_forbidden_are_a_warning() {
+    let api = stub_api().await;
+    api.calls
+        .forbid_all_services
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let config = api.kubeconfig(dir.path());
+    let (code, stdout, stderr) =
+        run_audit(&config, &["-A", "-o", "ndjson", "-q", "--context", "stub"]).await;
+    assert_eq!(code, 1, "pods at risk, no error\n{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("warning:"))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "warning: cannot list services (forbidden): the Services of namespaces without pods are left out"
+        ],
+        "{stderr}"
+    );
+    let namespaces: Vec<String> = stdout
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|row| row["kind"] == "Service")
+        .map(|row| row["namespace"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(namespaces, ["mail", "mail", "jobs", "web"], "{stdout}");
+    assert_eq!(api.calls.all_service_lists.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -306,7 +448,11 @@ async fn policyreport_per_namespace_validates_against_the_crd() {
         .iter()
         .map(|d| d["metadata"]["namespace"].as_str().unwrap())
         .collect();
-    assert_eq!(namespaces, ["mail", "jobs"], "web has nothing to report");
+    assert_eq!(
+        namespaces,
+        ["mail", "jobs", "outbox"],
+        "web has nothing to report"
+    );
     let mail = &documents[0];
     assert_eq!(mail["apiVersion"], "wgpolicyk8s.io/v1alpha2");
     assert_eq!(mail["kind"], "PolicyReport");
@@ -359,6 +505,11 @@ async fn policyreport_per_namespace_validates_against_the_crd() {
     );
     // jobs: the pod without a sidecar yet and the Service in front of it.
     assert_eq!(documents[1]["summary"]["warn"], 2);
+    // outbox, without pods: a Service to declare, and one declared.
+    assert_eq!(
+        documents[2]["summary"],
+        json!({"pass": 1, "fail": 0, "warn": 1, "error": 0, "skip": 0})
+    );
 
     // The closed schema is what catches a field in the wrong place.
     let mut misplaced = mail.clone();
@@ -382,7 +533,7 @@ async fn policyreport_per_namespace_validates_against_the_crd() {
     )
     .await;
     let documents = reports(&stdout);
-    assert_eq!(documents.len(), 3);
+    assert_eq!(documents.len(), 4);
     // web: the nginx pod and its Service.
     assert_eq!(documents[2]["summary"]["skip"], 2);
     assert_eq!(
@@ -396,8 +547,10 @@ async fn policyreport_per_namespace_validates_against_the_crd() {
     );
 }
 
+/// Policy Reporter groups results by `source`; an OpenReports result has its own
+/// (`ReportResult.source`, which overrides the report's).
 #[tokio::test]
-async fn openreports_report_has_its_source_at_the_top() {
+async fn openreports_results_each_carry_source_serverfirst() {
     let api = stub_api().await;
     let dir = tempfile::tempdir().unwrap();
     let config = api.kubeconfig(dir.path());
@@ -416,7 +569,7 @@ async fn openreports_report_has_its_source_at_the_top() {
     .await;
     assert_eq!(code, 1, "{stderr}");
     let documents = reports(&stdout);
-    assert_eq!(documents.len(), 2);
+    assert_eq!(documents.len(), 3);
     let validator = crd_validator("openreports.io_reports.yaml", "v1alpha1");
     let wgpolicy = crd_validator("wgpolicyk8s.io_policyreports.yaml", "v1alpha2");
     for document in &documents {
@@ -428,13 +581,11 @@ async fn openreports_report_has_its_source_at_the_top() {
         assert_eq!(document["apiVersion"], "openreports.io/v1alpha1");
         assert_eq!(document["kind"], "Report");
         assert_eq!(document["source"], "serverfirst");
-        assert!(
-            document["results"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|r| r.get("source").is_none())
-        );
+        let results = document["results"].as_array().unwrap();
+        assert!(!results.is_empty(), "{document:#}");
+        for result in results {
+            assert_eq!(result["source"], "serverfirst", "{result:#}");
+        }
         assert!(
             !schema_errors(&wgpolicy, document).is_empty(),
             "not a v1alpha2 PolicyReport"
@@ -494,7 +645,7 @@ async fn apply_writes_reports_by_server_side_apply_and_deletes_stale_ones() {
         .keys()
         .map(|(_, ns, _)| ns.clone())
         .collect();
-    assert_eq!(kept, ["jobs", "mail", "theirs"]);
+    assert_eq!(kept, ["jobs", "mail", "outbox", "theirs"]);
     let validator = crd_validator("wgpolicyk8s.io_policyreports.yaml", "v1alpha2");
     let mail = api.calls.reports.lock().unwrap()[&(
         "policyreports".to_string(),
@@ -521,6 +672,10 @@ async fn apply_writes_reports_by_server_side_apply_and_deletes_stale_ones() {
                 "PATCH",
                 "/apis/wgpolicyk8s.io/v1alpha2/namespaces/jobs/policyreports/serverfirst"
             ),
+            (
+                "PATCH",
+                "/apis/wgpolicyk8s.io/v1alpha2/namespaces/outbox/policyreports/serverfirst"
+            ),
             ("GET", "/apis/wgpolicyk8s.io/v1alpha2/policyreports"),
             (
                 "DELETE",
@@ -537,7 +692,7 @@ async fn apply_writes_reports_by_server_side_apply_and_deletes_stale_ones() {
         assert_eq!(patch.query.get("force").map(String::as_str), Some("true"));
     }
     assert_eq!(
-        requests[2].query.get("labelSelector").map(String::as_str),
+        requests[3].query.get("labelSelector").map(String::as_str),
         Some("app.kubernetes.io/managed-by=serverfirst")
     );
 
@@ -584,7 +739,7 @@ async fn ndjson_rows_and_progress_by_tenths_of_the_remaining_count() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(rows.len(), 10);
+    assert_eq!(rows.len(), 12);
     assert_eq!(
         rows.iter().filter(|r| r["kind"] == "Pod").count(),
         6,
@@ -665,7 +820,7 @@ async fn kubectl_plugin_name_kubectl_flags_and_help() {
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(
         serde_json::from_str::<Vec<Value>>(&stdout).unwrap().len(),
-        10
+        12
     );
 
     let mut command = Command::new(&plugin);
@@ -713,11 +868,12 @@ async fn kubectl_plugin_name_kubectl_flags_and_help() {
         .env_remove("KUBERNETES_SERVICE_HOST");
     let (code, stdout, stderr) = run(command).await;
     assert_eq!(code, 1, "{stderr}");
-    assert_eq!(stdout.lines().count(), 10, "{stdout}");
+    assert_eq!(stdout.lines().count(), 12, "{stdout}");
 }
 
-/// Peak RSS of `serverfirst audit -A -o FORMAT` over a generated cluster, by `/usr/bin/time -v`,
-/// at a tenth of the pods and at all of them: flat in cluster size, and (release builds, whose
+/// Peak RSS of `serverfirst audit -A -o FORMAT` over a generated cluster (and a tenth as many
+/// Services in namespaces without pods), by `/usr/bin/time -v`, at a tenth of the pods and at all
+/// of them: flat in cluster size, and (release builds, whose
 /// figures README gives) at most 32 MiB. SERVERFIRST_AUDIT_PODS sets the pod count (default
 /// 10,000), SERVERFIRST_AUDIT_BIN another binary to measure, SERVERFIRST_AUDIT_OUTPUTS the
 /// formats (default all four).
@@ -778,6 +934,18 @@ async fn audit_memory_stays_flat_in_cluster_size() {
             if bin == own_binary && count >= 5_000 {
                 let progress = stderr.lines().filter(|l| l.starts_with("listed ")).count();
                 assert_eq!(progress, 10, "nine tenths and the closing line\n{stderr}");
+            }
+            if bin == own_binary && output == "ndjson" {
+                let written = std::fs::read_to_string(&stdout_path).unwrap();
+                let services = written
+                    .lines()
+                    .filter(|l| l.starts_with(r#"{"kind":"Service""#))
+                    .count();
+                assert_eq!(
+                    services,
+                    count / 10,
+                    "the Services without pods were listed"
+                );
             }
             peaks.push((output.to_string(), count, peak_kib));
         }

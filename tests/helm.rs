@@ -1,12 +1,12 @@
 //! The Helm chart `charts/serverfirst`.
 //!
 //! - Its metadata and values (always runs): version = appVersion = the crate's, the values named
-//!   exactly as documented, each in the schema.
+//!   exactly as documented, each in the schema and described for helm-docs.
 //! - With helm, kubectl and kubernetes-validate (`.ci/install-manifest-tools`): `helm lint
 //!   --strict`; every mode × certificate source rendered for the oldest and newest Kubernetes and
 //!   validated against the Kubernetes schemas; parity with `kubectl kustomize` of each overlay;
-//!   the schema's and the templates' refusals; `source=helm` across upgrades against a stub API
-//!   server; `helm package`.
+//!   the schema's and the templates' refusals; optional APIs declared to an offline render;
+//!   `source=helm` across upgrades against a stub API server; `helm package`.
 //!
 //! Custom resources are not in the Kubernetes schemas: cert-manager's Issuer and Certificate are
 //! checked by `check_cert_manager` (as for the overlays), the ServiceMonitor by
@@ -109,36 +109,178 @@ fn values_are_the_documented_ones_and_all_in_the_schema() {
             assert!(!node.is_null(), "values.schema.json has no {name}");
         }
     }
-
-    // Every top-level value is explained by a comment above it or inside its block.
-    let text = std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    for (i, line) in lines.iter().enumerate() {
-        let top_level = !line.starts_with([' ', '#']) && line.contains(':');
-        if !top_level {
-            continue;
-        }
-        let above = i > 0 && lines[i - 1].starts_with('#');
-        let inside = lines[i + 1..]
-            .iter()
-            .take_while(|l| l.starts_with(' ') || l.is_empty())
-            .any(|l| l.trim_start().starts_with('#'));
-        assert!(above || inside, "values.yaml: `{line}` has no comment");
-    }
 }
 
-/// Dotted names of the values, down to the leaves; free-form maps (`resources`, `config`) and
-/// LabelSelectors are leaves.
+/// Values whose keys are the operator's own (resource quantities, the serverfirst configuration,
+/// a LabelSelector): described as a whole, not key by key.
+const FREE_FORM: [&str; 3] = ["resources", "config", "webhook.extraNamespaceSelector"];
+
+/// Dotted names of the values, down to the leaves; free-form maps are leaves.
 fn value_names(prefix: &str, value: &Value, names: &mut Vec<String>) {
     for (key, child) in value.as_object().expect("a mapping") {
         let name = format!("{prefix}{key}");
-        let free_form = ["resources", "config", "webhook.extraNamespaceSelector"];
         match child {
-            Value::Object(map) if !map.is_empty() && !free_form.contains(&name.as_str()) => {
+            Value::Object(map) if !map.is_empty() && !FREE_FORM.contains(&name.as_str()) => {
                 value_names(&format!("{name}."), child, names)
             }
             _ => names.push(name),
         }
+    }
+}
+
+/// helm-docs' convention (its README, "values.yaml metadata"; pkg/helm/comment.go,
+/// ParseComment): a description is the comment block on the lines immediately above a key,
+/// starting at its last `# --` line, the lines after it appended with a space. Every top-level
+/// key and every key an operator sets (down to the free-form maps) has one, written as sentences
+/// that stand alone.
+#[test]
+fn every_value_has_a_helm_docs_description_directly_above_it() {
+    let text = std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let keys: KeyTree = serde_saphyr::from_str(&text).expect("values.yaml parses");
+    let mut described = Vec::new();
+    let mut missing = Vec::new();
+    keys.walk("", &mut |name, key| {
+        let (line, column) = (
+            key.referenced.line() as usize,
+            key.referenced.column() as usize,
+        );
+        match description_above(&lines, line - 1, column - 1) {
+            Ok(description) => described.push(format!("{name}: {description}")),
+            Err(why) => missing.push(format!("{name} (line {line}): {why}")),
+        }
+    });
+    assert!(
+        missing.is_empty(),
+        "values.yaml: keys without a helm-docs description:\n{}",
+        missing.join("\n")
+    );
+    let top_level: Vec<&String> = keys.0.iter().map(|(key, _)| &key.value).collect();
+    let values = read_yaml(&chart_dir().join("values.yaml")).remove(0);
+    let expected: Vec<&String> = values.as_object().unwrap().keys().collect();
+    assert_eq!(top_level, expected, "every top-level key was checked");
+    // helm-docs also reads any other comment line with ` -- ` in it as an old-style
+    // `key -- description` (pkg/helm/chart_info.go, valuesDescriptionRegex), and a second one
+    // on a `# --` line as the key.
+    for (index, line) in lines.iter().enumerate() {
+        let comment = line.trim_start();
+        let rest = comment.strip_prefix("# --").unwrap_or(comment);
+        assert!(
+            !comment.starts_with('#') || !rest.contains(" --"),
+            "values.yaml line {}: `{line}` reads as a helm-docs key",
+            index + 1
+        );
+    }
+    println!("{} values described:", described.len());
+    for line in described {
+        println!("  {line}");
+    }
+}
+
+/// The helm-docs description of the key on line `index` (0-based) at `indent`: the comment block
+/// directly above it from its last `# -- ` line, at the key's indentation, in sentences.
+fn description_above(lines: &[&str], index: usize, indent: usize) -> Result<String, String> {
+    let block: Vec<&str> = lines[..index]
+        .iter()
+        .rev()
+        .take_while(|line| line.trim_start().starts_with('#'))
+        .copied()
+        .collect();
+    let start = block
+        .iter()
+        .position(|line| line.trim_start().starts_with("# -- "))
+        .ok_or("no `# -- ` comment on the lines directly above it")?;
+    let mut parts = Vec::new();
+    for line in block[..=start].iter().rev() {
+        if line.len() - line.trim_start().len() != indent {
+            return Err(format!("`{line}` is not at the key's indentation"));
+        }
+        let text = line
+            .trim_start()
+            .trim_start_matches("# --")
+            .trim_start_matches('#');
+        parts.push(text.trim());
+    }
+    let description = parts.join(" ");
+    let sentence = description.starts_with(|c: char| c.is_uppercase() || c == '`')
+        && description.ends_with('.');
+    match sentence {
+        true => Ok(description),
+        false => Err(format!("`{description}` is not written as sentences")),
+    }
+}
+
+/// The keys of a YAML mapping with where each one is, nested mappings under their keys.
+struct KeyTree(Vec<(serde_saphyr::Spanned<String>, KeyTree)>);
+
+impl KeyTree {
+    /// Calls `visit` with the dotted name and the key of every key, without entering
+    /// [`FREE_FORM`] values.
+    fn walk(&self, prefix: &str, visit: &mut impl FnMut(&str, &serde_saphyr::Spanned<String>)) {
+        for (key, children) in &self.0 {
+            let name = format!("{prefix}{}", key.value);
+            visit(&name, key);
+            if !FREE_FORM.contains(&name.as_str()) {
+                children.walk(&format!("{name}."), visit);
+            }
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KeyTree {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = KeyTree;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any YAML value")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<KeyTree, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = map.next_key()? {
+                    keys.push((key, map.next_value()?));
+                }
+                Ok(KeyTree(keys))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<KeyTree, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(KeyTree(Vec::new()))
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<KeyTree, E> {
+                Ok(KeyTree(Vec::new()))
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<KeyTree, E> {
+                Ok(KeyTree(Vec::new()))
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<KeyTree, E> {
+                Ok(KeyTree(Vec::new()))
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<KeyTree, E> {
+                Ok(KeyTree(Vec::new()))
+            }
+
+            fn visit_str<E>(self, _: &str) -> Result<KeyTree, E> {
+                Ok(KeyTree(Vec::new()))
+            }
+
+            fn visit_unit<E>(self) -> Result<KeyTree, E> {
+                Ok(KeyTree(Vec::new()))
+            }
+        }
+        deserializer.deserialize_any(Keys)
     }
 }
 
@@ -642,7 +784,7 @@ fn missing_apis_and_values_fail_with_their_name() {
         ),
         (
             set(&["metrics.serviceMonitor.enabled=true"]),
-            "needs the API monitoring.coreos.com/v1 (kind ServiceMonitor)",
+            "needs the API monitoring.coreos.com/v1 (ServiceMonitor)",
         ),
         (
             set(&[
@@ -704,6 +846,87 @@ fn missing_apis_and_values_fail_with_their_name() {
     let objects = helm.template(RELEASE, NAMESPACE, &args).unwrap();
     only(&objects, "Certificate", "served APIs");
     only(&objects, "ServiceMonitor", "served APIs");
+}
+
+/// `helm template` has no cluster to ask: `--api-versions` declares what it would serve, either
+/// as group/version or kind-qualified (a live cluster's discovery gives both). A render that
+/// declares neither fails with a message naming the flag that makes it work, and what to install.
+#[test]
+fn optional_apis_render_offline_declared_by_group_version_or_by_kind() {
+    let Some((helm, _)) = HelmTools::find("offline rendering of optional APIs") else {
+        return;
+    };
+    let features = [
+        (
+            "certificates.source=cert-manager",
+            "cert-manager.io/v1",
+            &["Issuer", "Certificate"][..],
+            "Install cert-manager first",
+        ),
+        (
+            "metrics.serviceMonitor.enabled=true",
+            "monitoring.coreos.com/v1",
+            &["ServiceMonitor"][..],
+            "Install the Prometheus Operator's CRDs first",
+        ),
+    ];
+    for (value, group_version, kinds, install) in features {
+        let render = |api_versions: &[String]| {
+            let mut args = vec!["--set".to_string(), value.to_string()];
+            for api in api_versions {
+                args.extend(["--api-versions".to_string(), api.clone()]);
+            }
+            helm.template(RELEASE, NAMESPACE, &args)
+        };
+        let renders = |api_versions: &[String]| {
+            let context = format!("{value} with --api-versions {api_versions:?}");
+            let objects = render(api_versions).unwrap_or_else(|e| panic!("{context}:\n{e}"));
+            match kinds {
+                ["ServiceMonitor"] => check_service_monitor(&context, &objects),
+                _ => check_cert_manager(
+                    &context,
+                    &objects,
+                    only(&objects, "MutatingWebhookConfiguration", &context),
+                ),
+            }
+            println!("{context}: renders");
+        };
+        let kind_qualified: Vec<String> = kinds
+            .iter()
+            .map(|kind| format!("{group_version}/{kind}"))
+            .collect();
+        renders(&[group_version.to_string()]);
+        renders(&kind_qualified);
+
+        let error = render(&[]).expect_err(value);
+        for named in [
+            format!("{value} needs the API {group_version}"),
+            install.to_string(),
+            format!("pass --api-versions {group_version} to helm template"),
+        ] {
+            assert!(error.contains(&named), "{value}: {named:?} in\n{error}");
+        }
+        println!(
+            "{value}, no --api-versions: {}",
+            error.lines().next().unwrap_or_default()
+        );
+        // What the message says to pass is what renders.
+        let flag = error
+            .split("--api-versions ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap();
+        renders(&[flag.to_string()]);
+
+        // Kind-qualified, every kind is needed: the message names the missing ones.
+        if let [first, .., last] = kinds {
+            let error = render(&[format!("{group_version}/{first}")]).expect_err(value);
+            assert!(
+                error.contains(&format!("needs the API {group_version} ({last})")),
+                "{value}, only {first} declared: {error}"
+            );
+        }
+    }
 }
 
 #[test]

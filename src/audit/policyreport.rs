@@ -25,9 +25,11 @@ pub const RULE: &str = "server-first-ports";
 /// Which report API to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportApi {
-    /// `wgpolicyk8s.io/v1alpha2` `PolicyReport`: `source` on each result.
+    /// `wgpolicyk8s.io/v1alpha2` `PolicyReport`: `source` on each result only.
     Wgpolicyk8s,
-    /// `openreports.io/v1alpha1` `Report`: one `source` for the whole report.
+    /// `openreports.io/v1alpha1` `Report`: `source` for the whole report and on each result,
+    /// which Policy Reporter groups results by (`ReportResult.source`, reports-api
+    /// apis/openreports.io/v1alpha1/report_types.go).
     Openreports,
 }
 
@@ -106,8 +108,7 @@ pub enum Outcome {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReportResult {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<&'static str>,
+    pub source: &'static str,
     pub policy: &'static str,
     pub rule: &'static str,
     pub result: Outcome,
@@ -240,7 +241,7 @@ impl ReportBuilder {
             properties.insert("companion", row.companion.clone());
         }
         Some(ReportResult {
-            source: (self.api == ReportApi::Wgpolicyk8s).then_some(MANAGER),
+            source: MANAGER,
             policy: MANAGER,
             rule: RULE,
             result: outcome,
@@ -347,7 +348,7 @@ mod tests {
         assert_eq!(outcomes, [Outcome::Fail, Outcome::Pass]);
         let fail = &reports[0].results[0];
         assert_eq!(fail.message, "fix a");
-        assert_eq!(fail.source, Some("serverfirst"));
+        assert_eq!(fail.source, "serverfirst");
         assert_eq!(fail.properties["ports"], "25,465,587");
         assert_eq!(fail.properties["owner"], "Deployment/mox");
         assert_eq!(fail.properties["restart"], "yes");
@@ -362,14 +363,18 @@ mod tests {
     }
 
     #[test]
-    fn openreports_has_one_source_at_the_top() {
+    fn openreports_has_its_source_at_the_top_and_on_every_result() {
         let reports = build(
             ReportApi::Openreports,
             false,
-            &[row("mail", "a", AuditStatus::AtRisk)],
+            &[
+                row("mail", "a", AuditStatus::AtRisk),
+                row("mail", "b", AuditStatus::WouldPatch),
+            ],
         );
         assert_eq!(reports[0].source, Some("serverfirst"));
-        assert_eq!(reports[0].results[0].source, None);
+        let sources: Vec<&str> = reports[0].results.iter().map(|r| r.source).collect();
+        assert_eq!(sources, ["serverfirst", "serverfirst"]);
         assert_eq!(reports[0].api_version, "openreports.io/v1alpha1");
         assert_eq!(reports[0].kind, "Report");
     }

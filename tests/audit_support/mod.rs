@@ -1,9 +1,11 @@
 //! A stub Kubernetes API server on 127.0.0.1 over HTTPS for `serverfirst audit`: captured-looking
-//! pods (a fixed set, or any number generated), ReplicaSets, and policy reports it stores.
+//! pods and Services (a fixed set, or any number generated), ReplicaSets, and policy reports it
+//! stores.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -184,9 +186,22 @@ pub fn generated_pod(index: usize) -> Value {
     }
 }
 
+/// Service `index` of a generated cluster: in namespaces without pods, ten a namespace, each
+/// serving submission undeclared (would-patch).
+pub fn generated_service(index: usize) -> Value {
+    let namespace = format!("idle-{:05}", index / 10);
+    service(
+        &namespace,
+        &format!("relay-{index:07}"),
+        "relay",
+        json!([{"name": "submission", "port": 587, "protocol": "TCP"}]),
+    )
+}
+
 #[derive(Clone)]
 pub enum PodSource {
     Fixed(Arc<Vec<Value>>),
+    /// This many pods, and a tenth as many Services in namespaces without pods.
     Generated(usize),
 }
 
@@ -202,6 +217,63 @@ impl PodSource {
         match self {
             PodSource::Fixed(pods) => pods[start..end].to_vec(),
             PodSource::Generated(_) => (start..end).map(generated_pod).collect(),
+        }
+    }
+
+    fn pods_of(&self, namespace: &str) -> Vec<Value> {
+        match self {
+            PodSource::Fixed(pods) => pods
+                .iter()
+                .filter(|pod| pod["metadata"]["namespace"] == namespace)
+                .cloned()
+                .collect(),
+            PodSource::Generated(count) => {
+                let Some(index) = namespace
+                    .strip_prefix("team-")
+                    .and_then(|n| n.parse::<usize>().ok())
+                else {
+                    return Vec::new();
+                };
+                let end = (index * 100 + 100).min(*count);
+                self.page((index * 100).min(end), end)
+            }
+        }
+    }
+
+    fn service_count(&self) -> usize {
+        match self {
+            PodSource::Fixed(_) => FIXED_NAMESPACES.iter().map(|ns| services(ns).len()).sum(),
+            PodSource::Generated(count) => count / 10,
+        }
+    }
+
+    /// Services `start..end` of the cluster, in the order the API server lists them: by
+    /// namespace, then name.
+    fn service_page(&self, start: usize, end: usize) -> Vec<Value> {
+        match self {
+            PodSource::Fixed(_) => FIXED_NAMESPACES
+                .iter()
+                .flat_map(|ns| services(ns))
+                .skip(start)
+                .take(end - start)
+                .collect(),
+            PodSource::Generated(_) => (start..end).map(generated_service).collect(),
+        }
+    }
+
+    fn services_of(&self, namespace: &str) -> Vec<Value> {
+        match self {
+            PodSource::Fixed(_) => services(namespace),
+            PodSource::Generated(_) => {
+                let Some(index) = namespace
+                    .strip_prefix("idle-")
+                    .and_then(|n| n.parse::<usize>().ok())
+                else {
+                    return Vec::new();
+                };
+                let end = (index * 10 + 10).min(self.service_count());
+                self.service_page((index * 10).min(end), end)
+            }
         }
     }
 }
@@ -225,6 +297,10 @@ pub struct Calls {
     pub replicaset_gets: Arc<Mutex<Vec<String>>>,
     /// Namespaces whose Services were listed, in order.
     pub service_lists: Arc<Mutex<Vec<String>>>,
+    /// The queries of the lists of Services of all namespaces, in order.
+    pub all_service_lists: Arc<Mutex<Vec<HashMap<String, String>>>>,
+    /// Listing the Services of all namespaces is forbidden (a role bound per namespace).
+    pub forbid_all_services: Arc<AtomicBool>,
     pub report_requests: Arc<Mutex<Vec<Request>>>,
     pub reports: Arc<Mutex<Reports>>,
 }
@@ -248,9 +324,9 @@ fn query(uri: &Uri) -> HashMap<String, String> {
         .collect()
 }
 
-async fn list_pods(State(calls): State<Calls>, uri: Uri) -> JsonResponse {
-    let query = query(&uri);
-    calls.list_queries.lock().unwrap().push(query.clone());
+/// The page of a list of `len` items that `query` asks for (`limit`, and `continue` as this stub
+/// makes it): the item range and the list's metadata.
+fn page_of(query: &HashMap<String, String>, len: usize) -> (std::ops::Range<usize>, Value) {
     let limit: usize = query
         .get("limit")
         .and_then(|l| l.parse().ok())
@@ -260,28 +336,56 @@ async fn list_pods(State(calls): State<Calls>, uri: Uri) -> JsonResponse {
         .and_then(|c| c.strip_prefix("page-from-"))
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let len = calls.pods.len();
     let end = start.saturating_add(limit).min(len);
     let mut metadata = json!({"resourceVersion": "4712"});
     if end < len {
         metadata["continue"] = json!(format!("page-from-{end}"));
         metadata["remainingItemCount"] = json!(len - end);
     }
+    (start..end, metadata)
+}
+
+async fn list_pods(State(calls): State<Calls>, uri: Uri) -> JsonResponse {
+    let query = query(&uri);
+    calls.list_queries.lock().unwrap().push(query.clone());
+    let (range, metadata) = page_of(&query, calls.pods.len());
+    pod_list(metadata, calls.pods.page(range.start, range.end))
+}
+
+/// The pods of one namespace, paged as the API server pages them.
+async fn list_namespace_pods(
+    State(calls): State<Calls>,
+    Path(namespace): Path<String>,
+    uri: Uri,
+) -> JsonResponse {
+    let query = query(&uri);
+    calls.list_queries.lock().unwrap().push(query.clone());
+    let pods = calls.pods.pods_of(&namespace);
+    let (range, metadata) = page_of(&query, pods.len());
+    pod_list(metadata, pods[range].to_vec())
+}
+
+fn pod_list(metadata: Value, items: Vec<Value>) -> JsonResponse {
     json_response(
-        json!({"kind": "PodList", "apiVersion": "v1", "metadata": metadata,
-                         "items": calls.pods.page(start, end)}),
+        json!({"kind": "PodList", "apiVersion": "v1", "metadata": metadata, "items": items}),
     )
 }
 
+fn service(namespace: &str, name: &str, app: &str, ports: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-svc-{name}"), "resourceVersion": "4714"},
+           "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.25", "selector": {"app": app}, "ports": ports}})
+}
+
+/// The namespaces of the fixed set that have Services, in name order.
+const FIXED_NAMESPACES: [&str; 4] = ["jobs", "mail", "outbox", "web"];
+
 /// The Services of the fixed set, in front of some of its pods (whose `app` label is their
 /// name): an undeclared submission port in front of an injected pod (at risk), SMTP on 25
-/// (TCP to Istio already: protected), submission in front of a pod without a sidecar yet.
+/// (TCP to Istio already: protected), submission in front of a pod without a sidecar yet. In
+/// `outbox`, which has no pods yet: submission undeclared, and declared with appProtocol.
 pub fn services(namespace: &str) -> Vec<Value> {
-    let service = |name: &str, app: &str, ports: Value| {
-        json!({"apiVersion": "v1", "kind": "Service",
-               "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-svc-{name}"), "resourceVersion": "4714"},
-               "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.25", "selector": {"app": app}, "ports": ports}})
-    };
+    let service = |name: &str, app: &str, ports: Value| service(namespace, name, app, ports);
     match namespace {
         "mail" => vec![
             service(
@@ -306,18 +410,56 @@ pub fn services(namespace: &str) -> Vec<Value> {
             "nginx",
             json!([{"name": "http", "port": 80, "protocol": "TCP"}]),
         )],
+        "outbox" => vec![
+            service(
+                "postfix",
+                "postfix",
+                json!([{"name": "submission", "port": 587, "protocol": "TCP"}]),
+            ),
+            service(
+                "postfix-tcp",
+                "postfix",
+                json!([{"name": "submission", "port": 587, "protocol": "TCP", "appProtocol": "tcp"}]),
+            ),
+        ],
         _ => Vec::new(),
     }
 }
 
-async fn list_services(State(calls): State<Calls>, Path(namespace): Path<String>) -> JsonResponse {
+/// The Services of one namespace, paged as the API server pages them.
+async fn list_services(
+    State(calls): State<Calls>,
+    Path(namespace): Path<String>,
+    uri: Uri,
+) -> JsonResponse {
     calls.service_lists.lock().unwrap().push(namespace.clone());
-    let items = match calls.pods {
-        PodSource::Fixed(_) => services(&namespace),
-        PodSource::Generated(_) => Vec::new(),
-    };
-    json_response(json!({"kind": "ServiceList", "apiVersion": "v1",
-                         "metadata": {"resourceVersion": "4714"}, "items": items}))
+    let items = calls.pods.services_of(&namespace);
+    let (range, metadata) = page_of(&query(&uri), items.len());
+    service_list(metadata, items[range].to_vec())
+}
+
+/// The Services of all namespaces, paged as the API server pages them.
+async fn list_all_services(State(calls): State<Calls>, uri: Uri) -> JsonResponse {
+    let query = query(&uri);
+    calls.all_service_lists.lock().unwrap().push(query.clone());
+    if calls.forbid_all_services.load(Ordering::SeqCst) {
+        return (
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "message": "services is forbidden: User \"system:serviceaccount:serverfirst-system:serverfirst-audit\" cannot list resource \"services\" in API group \"\" at the cluster scope",
+                   "reason": "Forbidden", "details": {"kind": "services"}, "code": 403})
+            .to_string(),
+        );
+    }
+    let (range, metadata) = page_of(&query, calls.pods.service_count());
+    service_list(metadata, calls.pods.service_page(range.start, range.end))
+}
+
+fn service_list(metadata: Value, items: Vec<Value>) -> JsonResponse {
+    json_response(
+        json!({"kind": "ServiceList", "apiVersion": "v1", "metadata": metadata, "items": items}),
+    )
 }
 
 async fn get_replicaset(
@@ -445,11 +587,18 @@ pub async fn stub_api_with(pods: PodSource) -> StubApi {
         list_queries: Arc::default(),
         replicaset_gets: Arc::default(),
         service_lists: Arc::default(),
+        all_service_lists: Arc::default(),
+        forbid_all_services: Arc::default(),
         report_requests: Arc::default(),
         reports: Arc::default(),
     };
     let router = Router::new()
         .route("/api/v1/pods", get(list_pods))
+        .route("/api/v1/services", get(list_all_services))
+        .route(
+            "/api/v1/namespaces/{namespace}/pods",
+            get(list_namespace_pods),
+        )
         .route(
             "/api/v1/namespaces/{namespace}/services",
             get(list_services),

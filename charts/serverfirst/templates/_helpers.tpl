@@ -115,14 +115,26 @@ securityContext:
 {{- end }}
 
 {{/*
-Fails, naming the API, when the cluster does not serve it: a feature that was asked for is never
-skipped silently. Called with (list $ "group/version" "Kind" "what needs it").
+Fails when the cluster does not serve an API a value asked for (a feature is never skipped
+silently), naming both ways out: installing it, or declaring it to an offline render. Helm's
+capabilities hold each group/version and each group/version/Kind of a live cluster's discovery
+(pkg/action/action.go, GetVersionSet), or exactly what `helm template --api-versions` names;
+`Has` matches one whole entry (pkg/chart/common/capabilities.go, VersionSet.Has). So either form
+is accepted. Called with (list $ "group/version" (list "Kind" ...) "what needs it" "what to install").
 */}}
 {{- define "serverfirst.requireApi" -}}
 {{- $root := index . 0 }}
-{{- $resource := printf "%s/%s" (index . 1) (index . 2) }}
-{{- if not ($root.Capabilities.APIVersions.Has $resource) }}
-{{- fail (printf "%s needs the API %s (kind %s), which this cluster does not serve; install it first" (index . 3) (index . 1) (index . 2)) }}
+{{- $groupVersion := index . 1 }}
+{{- $missing := list }}
+{{- if not ($root.Capabilities.APIVersions.Has $groupVersion) }}
+{{- range $kind := index . 2 }}
+{{- if not ($root.Capabilities.APIVersions.Has (printf "%s/%s" $groupVersion $kind)) }}
+{{- $missing = append $missing $kind }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $missing }}
+{{- fail (printf "%s needs the API %s (%s), which the cluster does not serve. Install %s first; to render without a cluster, pass --api-versions %s to helm template" (index . 3) $groupVersion (join ", " $missing) (index . 4) $groupVersion) }}
 {{- end }}
 {{- end }}
 
