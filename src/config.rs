@@ -20,6 +20,10 @@
 //! autoFallback: [istio]    # with auto: the meshes for pods that carry no marker
 //! outbound:
 //!   ports: [submission, 2525]  # outbound exclusions for every pod (numbers or catalog names)
+//! ftp:
+//!   # Ports and inclusive ranges that are FTP passive data ports wherever they sit beside an FTP
+//!   # control port (in a container or a Service), whatever their name or number.
+//!   passivePorts: "21100-21110"
 //! ```
 
 use std::path::Path;
@@ -28,6 +32,7 @@ use serde::Deserialize;
 
 use crate::catalog::{Catalog, Protocol};
 use crate::mesh::Mesh;
+use crate::mesh::exclusions::{self, Syntax};
 use crate::ports::{PortListError, parse_port_list};
 
 /// What `/mutate` does with a plan.
@@ -55,6 +60,22 @@ impl Mode {
 pub struct IstioSettings {
     /// The mesh-wide default exclude list, merged when the pod has no annotation of its own.
     pub default_exclude_inbound_ports: Vec<u16>,
+}
+
+/// FTP settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FtpSettings {
+    /// Inclusive ranges of passive data ports (a single port is `(p, p)`).
+    pub passive_ports: Vec<(u16, u16)>,
+}
+
+impl FtpSettings {
+    /// `port` is in a configured passive range.
+    pub fn is_passive_port(&self, port: u16) -> bool {
+        self.passive_ports
+            .iter()
+            .any(|&(start, end)| (start..=end).contains(&port))
+    }
 }
 
 /// Which mesh profiles plan for a pod.
@@ -88,6 +109,7 @@ pub struct Config {
     pub meshes: MeshSelection,
     /// Outbound ports every pod gets excluded (clients of server-first servers outside the mesh).
     pub outbound_ports: Vec<u16>,
+    pub ftp: FtpSettings,
 }
 
 impl Default for Config {
@@ -98,6 +120,7 @@ impl Default for Config {
             istio: IstioSettings::default(),
             meshes: MeshSelection::default(),
             outbound_ports: Vec::new(),
+            ftp: FtpSettings::default(),
         }
     }
 }
@@ -127,6 +150,10 @@ pub enum ConfigError {
     UnknownMesh(String),
     #[error("invalid config: outbound.ports: {0:?} is neither a port nor a catalog protocol")]
     UnknownOutbound(String),
+    #[error(
+        "invalid config: ftp.passivePorts: {0:?} is neither a port nor a range a-b of ports (1-65535)"
+    )]
+    FtpPassivePorts(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +171,15 @@ struct RawConfig {
     auto_fallback: Option<Vec<Mesh>>,
     #[serde(default)]
     outbound: RawOutbound,
+    #[serde(default)]
+    ftp: RawFtp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawFtp {
+    #[serde(default)]
+    passive_ports: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -241,6 +277,9 @@ impl Config {
             })
             .collect::<Result<Vec<Vec<u16>>, _>>()?
             .concat();
+        let ftp = FtpSettings {
+            passive_ports: passive_ports(&raw.ftp.passive_ports)?,
+        };
         Ok(Config {
             mode: raw.mode,
             catalog,
@@ -249,7 +288,19 @@ impl Config {
             },
             meshes,
             outbound_ports,
+            ftp,
         })
+    }
+}
+
+/// `ftp.passivePorts`: comma-separated ports and inclusive ranges `a-b`, none of them 0.
+fn passive_ports(list: &str) -> Result<Vec<(u16, u16)>, ConfigError> {
+    let ranges = exclusions::parse(list, Syntax::PortsAndRanges)
+        .map_err(|error| ConfigError::FtpPassivePorts(error.element))?;
+    match ranges.iter().find(|&&(start, _)| start == 0) {
+        Some(&(start, end)) if start == end => Err(ConfigError::FtpPassivePorts("0".into())),
+        Some(&(start, end)) => Err(ConfigError::FtpPassivePorts(format!("{start}-{end}"))),
+        None => Ok(ranges),
     }
 }
 
@@ -394,6 +445,34 @@ mod tests {
             let error = Config::from_yaml(yaml).unwrap_err().to_string();
             assert!(error.contains(expected), "{yaml}: {error}");
         }
+    }
+
+    #[test]
+    fn ftp_passive_ports_are_ports_and_inclusive_ranges() {
+        let config = Config::from_yaml("ftp:\n  passivePorts: \"21100-21110, 30000\"\n").unwrap();
+        assert_eq!(config.ftp.passive_ports, [(21100, 21110), (30000, 30000)]);
+        for (port, passive) in [(21100, true), (21110, true), (30000, true), (21111, false)] {
+            assert_eq!(config.ftp.is_passive_port(port), passive, "{port}");
+        }
+        assert!(Config::default().ftp.passive_ports.is_empty());
+        for (value, element) in [
+            ("21110-21100", "21110-21100"),
+            ("0", "0"),
+            ("0-10", "0-10"),
+            ("21100-", "21100-"),
+            ("pasv", "pasv"),
+            ("21100,,21101", ""),
+            ("65536", "65536"),
+        ] {
+            let yaml = format!("ftp:\n  passivePorts: \"{value}\"\n");
+            let error = Config::from_yaml(&yaml).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("ftp.passivePorts: {element:?} is neither")),
+                "{value}: {error}"
+            );
+        }
+        let error = Config::from_yaml("ftp:\n  range: \"1-2\"\n").unwrap_err();
+        assert!(error.to_string().starts_with("invalid config"), "{error}");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`config`]: validated configuration (catalog overrides, mode, mesh defaults).
 //! - [`pod`]: the small view of a Pod that every decision is made from.
 //! - [`detect`]: Pod view → server-first ports found (pure).
+//! - [`ftp_passive`]: the FTP passive data port rule that pods and Services share (pure).
 //! - [`service`]: the small view of a Service, as [`pod`] is for pods.
 //! - [`service_ports`]: Service view → the ports that serve a server-first protocol (pure).
 //! - [`mesh`]: per-mesh planning of the annotation and argument changes, and of Services'
@@ -40,6 +41,7 @@ pub mod cli;
 pub mod companions;
 pub mod config;
 pub mod detect;
+pub mod ftp_passive;
 pub mod manifests;
 pub mod mesh;
 pub mod metrics;

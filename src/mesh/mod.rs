@@ -247,7 +247,7 @@ impl Decision {
 
 /// Detects and plans: the one function every entry point (webhook, audit, check, render) uses.
 pub fn decide(pod: &PodView<'_>, config: &Config) -> Decision {
-    let detection = match detect(pod, &config.catalog) {
+    let detection = match detect(pod, config) {
         Ok(detection) => detection,
         Err(skip) => return Decision::Skipped(skip.as_str()),
     };
