@@ -905,7 +905,11 @@ impl MeshedClient {
         self.wait_listening(&[FTP_CONTROL_PORT]);
     }
 
-    /// curl, as the client application, downloading `path` in passive mode from the VIP.
+    /// curl, as the client application, downloading `path` in passive mode from the VIP. Its
+    /// data connection goes to the VIP too: istiod binds a TCP or auto-detected Service port's
+    /// listener to the VIP (`pilot/pkg/networking/core/listener.go`,
+    /// `buildSidecarOutboundListener`), so one to the pod address of the 227 reply would take
+    /// `virtualOutbound`'s passthrough instead, as it does in a cluster.
     fn ftp_get(&self, path: &str) -> Output {
         e2e_ftp::ftp_get(self.as_app("curl"), VIP, path)
     }
