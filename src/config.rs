@@ -25,6 +25,10 @@
 //! autoFallback: [istio]    # with auto: the meshes for pods that carry no marker
 //! outbound:
 //!   ports: [submission, 2525]  # outbound exclusions for every pod (numbers or catalog names)
+//! ftp:
+//!   # Ports and inclusive ranges that are FTP passive data ports wherever they sit beside an FTP
+//!   # control port (in a container or a Service), whatever their name or number.
+//!   passivePorts: "21100-21110"
 //! ```
 
 use std::path::Path;
@@ -33,6 +37,7 @@ use serde::Deserialize;
 
 use crate::catalog::{Catalog, Protocol};
 use crate::mesh::Mesh;
+use crate::mesh::exclusions::{self, Syntax};
 use crate::mesh::istio::mtls::MtlsChoice;
 use crate::mesh_state::DEFAULT_ROOT_NAMESPACE;
 use crate::ports::{PortListError, parse_port_list};
@@ -86,6 +91,22 @@ pub const SYSTEM_NAMESPACES: [&str; 2] = ["kube-system", "kube-public"];
 /// serverfirst's namespace when `POD_NAMESPACE` does not say.
 pub const DEFAULT_OWN_NAMESPACE: &str = "serverfirst-system";
 
+/// FTP settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FtpSettings {
+    /// Inclusive ranges of passive data ports (a single port is `(p, p)`).
+    pub passive_ports: Vec<(u16, u16)>,
+}
+
+impl FtpSettings {
+    /// `port` is in a configured passive range.
+    pub fn is_passive_port(&self, port: u16) -> bool {
+        self.passive_ports
+            .iter()
+            .any(|&(start, end)| (start..=end).contains(&port))
+    }
+}
+
 /// Which mesh profiles plan for a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshSelection {
@@ -119,6 +140,7 @@ pub struct Config {
     pub outbound_ports: Vec<u16>,
     /// The namespace serverfirst runs in (from `POD_NAMESPACE`), never patched.
     pub own_namespace: String,
+    pub ftp: FtpSettings,
 }
 
 impl Default for Config {
@@ -130,6 +152,7 @@ impl Default for Config {
             meshes: MeshSelection::default(),
             outbound_ports: Vec::new(),
             own_namespace: DEFAULT_OWN_NAMESPACE.to_string(),
+            ftp: FtpSettings::default(),
         }
     }
 }
@@ -168,6 +191,10 @@ pub enum ConfigError {
     UnknownOutbound(String),
     #[error("invalid config: istio.rootNamespace is empty")]
     RootNamespace,
+    #[error(
+        "invalid config: ftp.passivePorts: {0:?} is neither a port nor a range a-b of ports (1-65535)"
+    )]
+    FtpPassivePorts(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,6 +212,15 @@ struct RawConfig {
     auto_fallback: Option<Vec<Mesh>>,
     #[serde(default)]
     outbound: RawOutbound,
+    #[serde(default)]
+    ftp: RawFtp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawFtp {
+    #[serde(default)]
+    passive_ports: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -291,6 +327,9 @@ impl Config {
             Some(name) => name.trim().to_string(),
             None => DEFAULT_ROOT_NAMESPACE.to_string(),
         };
+        let ftp = FtpSettings {
+            passive_ports: passive_ports(&raw.ftp.passive_ports)?,
+        };
         Ok(Config {
             mode: raw.mode,
             catalog,
@@ -302,7 +341,19 @@ impl Config {
             meshes,
             outbound_ports,
             own_namespace: DEFAULT_OWN_NAMESPACE.to_string(),
+            ftp,
         })
+    }
+}
+
+/// `ftp.passivePorts`: comma-separated ports and inclusive ranges `a-b`, none of them 0.
+fn passive_ports(list: &str) -> Result<Vec<(u16, u16)>, ConfigError> {
+    let ranges = exclusions::parse(list, Syntax::PortsAndRanges)
+        .map_err(|error| ConfigError::FtpPassivePorts(error.element))?;
+    match ranges.iter().find(|&&(start, _)| start == 0) {
+        Some(&(start, end)) if start == end => Err(ConfigError::FtpPassivePorts("0".into())),
+        Some(&(start, end)) => Err(ConfigError::FtpPassivePorts(format!("{start}-{end}"))),
+        None => Ok(ranges),
     }
 }
 
@@ -447,6 +498,34 @@ mod tests {
             let error = Config::from_yaml(yaml).unwrap_err().to_string();
             assert!(error.contains(expected), "{yaml}: {error}");
         }
+    }
+
+    #[test]
+    fn ftp_passive_ports_are_ports_and_inclusive_ranges() {
+        let config = Config::from_yaml("ftp:\n  passivePorts: \"21100-21110, 30000\"\n").unwrap();
+        assert_eq!(config.ftp.passive_ports, [(21100, 21110), (30000, 30000)]);
+        for (port, passive) in [(21100, true), (21110, true), (30000, true), (21111, false)] {
+            assert_eq!(config.ftp.is_passive_port(port), passive, "{port}");
+        }
+        assert!(Config::default().ftp.passive_ports.is_empty());
+        for (value, element) in [
+            ("21110-21100", "21110-21100"),
+            ("0", "0"),
+            ("0-10", "0-10"),
+            ("21100-", "21100-"),
+            ("pasv", "pasv"),
+            ("21100,,21101", ""),
+            ("65536", "65536"),
+        ] {
+            let yaml = format!("ftp:\n  passivePorts: \"{value}\"\n");
+            let error = Config::from_yaml(&yaml).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("ftp.passivePorts: {element:?} is neither")),
+                "{value}: {error}"
+            );
+        }
+        let error = Config::from_yaml("ftp:\n  range: \"1-2\"\n").unwrap_err();
+        assert!(error.to_string().starts_with("invalid config"), "{error}");
     }
 
     #[test]

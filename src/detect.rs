@@ -1,9 +1,9 @@
 //! Pod view → the server-first ports it exposes (pure).
 
-use crate::catalog::{Catalog, strip_name_prefix};
 use crate::config::{Config, resolve_name};
-use crate::pod::{ContainerView, PodView, PortView};
-use crate::ports::{PortSet, format_port_list, parse_nonzero_port_list, phrase};
+use crate::ftp_passive;
+use crate::pod::{ContainerView, PodView};
+use crate::ports::{PortSet, format_port_list, parse_nonzero_port_list};
 
 /// Label or annotation: `"true"` leaves the pod alone.
 pub const SKIP_KEY: &str = "serverfirst.dev/skip";
@@ -13,48 +13,6 @@ pub const EXTRA_PORTS_KEY: &str = "serverfirst.dev/extra-ports";
 /// Annotation: outbound ports to take out of capture, numbers or catalog names (`"587,smtp"`).
 pub const OUTBOUND_PORTS_KEY: &str = "serverfirst.dev/outbound-ports";
 
-/// Port-name prefixes of FTP passive data ports (counted only next to an FTP control port).
-const FTP_PASSIVE_PREFIXES: &[&str] = &["pasv", "ftp-data"];
-
-/// Passive data ports are dynamic: servers use unprivileged ones (vsftpd `pasv_min_port`,
-/// pure-ftpd `-p`, ProFTPD `PassivePorts` all live above 1023 in practice).
-const FTP_PASSIVE_MIN: u16 = 1024;
-
-/// Port-name words that give a port a protocol of its own, so that it is not an FTP passive
-/// port: Istio's protocol prefixes (pkg/config/protocol/instance.go, `Parse`) and the usual
-/// names of metrics, health and admin endpoints.
-const KNOWN_NAME_WORDS: &[&str] = &[
-    "grpc",
-    "http",
-    "http2",
-    "https",
-    "tcp",
-    "tls",
-    "udp",
-    "mongo",
-    "redis",
-    "mysql",
-    "hbone",
-    "h2c",
-    "ws",
-    "wss",
-    "metrics",
-    "monitoring",
-    "prometheus",
-    "health",
-    "healthz",
-    "probe",
-    "status",
-    "admin",
-    "debug",
-    "web",
-    "ssh",
-    "dns",
-];
-
-/// Name prefixes that mean a protocol even without a `-` (`http8080`, `https`, `metrics2`).
-const KNOWN_NAME_PREFIXES: &[&str] = &["http", "grpc", "metrics"];
-
 /// Why a port was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -62,7 +20,7 @@ pub enum Source {
     Number,
     /// The container port's name stands for a catalog protocol.
     Name(String),
-    /// A named FTP passive data port beside an FTP control port.
+    /// An FTP passive data port beside an FTP control port (its name, `""` when unnamed).
     FtpPassive(String),
     /// The pod's `serverfirst.dev/extra-ports` annotation.
     ExtraPorts,
@@ -139,8 +97,9 @@ impl Skip {
     }
 }
 
-/// Finds the server-first ports of `pod` by the `catalog`, or says why the pod is skipped.
-pub fn detect(pod: &PodView<'_>, catalog: &Catalog) -> Result<Detection, Skip> {
+/// Finds the server-first ports of `pod` by the configured catalog and FTP passive ports, or
+/// says why the pod is skipped.
+pub fn detect(pod: &PodView<'_>, config: &Config) -> Result<Detection, Skip> {
     if is_true(pod.label(SKIP_KEY)) || is_true(pod.annotation(SKIP_KEY)) {
         return Err(Skip::OptedOut);
     }
@@ -154,7 +113,7 @@ pub fn detect(pod: &PodView<'_>, catalog: &Catalog) -> Result<Detection, Skip> {
             .filter(|c| c.is_native_sidecar()),
     );
     for container in long_running {
-        detect_container(container, catalog, &mut detection);
+        detect_container(container, config, &mut detection);
     }
     if let Some(extra) = pod.annotation(EXTRA_PORTS_KEY) {
         match parse_nonzero_port_list(extra) {
@@ -194,7 +153,7 @@ pub fn outbound_ports(pod: &PodView<'_>, config: &Config, warnings: &mut Vec<Str
     ports
 }
 
-fn detect_container(container: &ContainerView<'_>, catalog: &Catalog, detection: &mut Detection) {
+fn detect_container(container: &ContainerView<'_>, config: &Config, detection: &mut Detection) {
     let first = detection.findings.len();
     let tcp_ports = || container.ports().iter().filter(|p| p.is_tcp());
     for port in tcp_ports() {
@@ -202,7 +161,7 @@ fn detect_container(container: &ContainerView<'_>, catalog: &Catalog, detection:
             continue;
         };
         let name = port.name.as_deref().unwrap_or_default();
-        let Some(protocol) = catalog.entry_for(Some(number), name) else {
+        let Some(protocol) = config.catalog.entry_for(Some(number), name) else {
             continue;
         };
         if !protocol.enabled {
@@ -225,7 +184,7 @@ fn detect_container(container: &ContainerView<'_>, catalog: &Catalog, detection:
     }
     let control: PortSet = detection.findings[first..]
         .iter()
-        .filter(|f| f.protocol == "ftp")
+        .filter(|f| f.protocol == ftp_passive::CONTROL_PROTOCOL)
         .map(|f| f.port)
         .collect();
     if control.is_empty() {
@@ -239,52 +198,23 @@ fn detect_container(container: &ContainerView<'_>, catalog: &Catalog, detection:
         };
         let name = port.name.as_deref().unwrap_or_default();
         if !found.contains(&number)
-            && is_ftp_passive(port, number, catalog)
+            && ftp_passive::is_passive(number, &[name], config)
             && passive.insert(number)
         {
             detection.findings.push(Finding {
                 port: number,
-                protocol: "ftp-passive".to_string(),
+                protocol: ftp_passive::PROTOCOL.to_string(),
                 container: container.name().to_string(),
                 source: Source::FtpPassive(name.to_string()),
             });
         }
     }
     if !passive.is_empty() {
-        detection.warnings.push(format!(
-            "FTP passive data {} (container {:?}, beside FTP control {})",
-            phrase(passive.iter().copied()),
-            container.name(),
-            phrase(control.iter().copied())
-        ));
+        let owner = format!("container {:?}", container.name());
+        detection
+            .warnings
+            .push(ftp_passive::note(&passive, &owner, &control));
     }
-}
-
-/// A port beside an FTP control port that carries its passive data connections: named so
-/// (`pasv…`, `ftp-data…`), or unprivileged and unnamed or named with no protocol of its own
-/// (real FTP manifests declare their passive range as dozens of bare `containerPort`s).
-fn is_ftp_passive(port: &PortView<'_>, number: u16, catalog: &Catalog) -> bool {
-    let name = port.name.as_deref().unwrap_or_default();
-    let base = strip_name_prefix(name);
-    if FTP_PASSIVE_PREFIXES
-        .iter()
-        .any(|prefix| base.starts_with(prefix))
-    {
-        return true;
-    }
-    number >= FTP_PASSIVE_MIN
-        && catalog.entry_for(Some(number), name).is_none()
-        && !names_a_protocol(name)
-}
-
-/// The port name says which protocol the port speaks.
-fn names_a_protocol(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    let first_word = lower.split('-').next().unwrap_or_default();
-    KNOWN_NAME_WORDS.contains(&first_word)
-        || KNOWN_NAME_PREFIXES
-            .iter()
-            .any(|prefix| lower.starts_with(prefix))
 }
 
 pub(crate) fn is_true(value: Option<&str>) -> bool {
@@ -299,7 +229,7 @@ mod tests {
     fn ports_of(pod: serde_json::Value) -> Result<Vec<u16>, Skip> {
         let bytes = serde_json::to_vec(&pod).unwrap();
         let view = PodView::from_json(&bytes).unwrap();
-        detect(&view, &Catalog::builtin()).map(|d| d.ports().into_iter().collect())
+        detect(&view, &Config::default()).map(|d| d.ports().into_iter().collect())
     }
 
     fn with_ports(ports: serde_json::Value) -> serde_json::Value {
@@ -416,6 +346,34 @@ mod tests {
         assert_eq!(ports_of(other_container).unwrap(), [21]);
     }
 
+    #[test]
+    fn configured_passive_ports_count_beside_an_ftp_control_port() {
+        let ports = json!([
+            {"name": "ftp", "containerPort": 21},
+            {"name": "tcp-data", "containerPort": 21100},
+            {"name": "http-data", "containerPort": 21101},
+            {"name": "tcp-other", "containerPort": 21200}
+        ]);
+        let bytes = serde_json::to_vec(&with_ports(ports)).unwrap();
+        let pod = PodView::from_json(&bytes).unwrap();
+        let found = |config: &Config| -> Vec<u16> {
+            detect(&pod, config).unwrap().ports().into_iter().collect()
+        };
+        assert_eq!(found(&Config::default()), [21]);
+        let config = Config::from_yaml("ftp:\n  passivePorts: \"21100-21110\"\n").unwrap();
+        assert_eq!(found(&config), [21, 21100, 21101]);
+        let detection = detect(&pod, &config).unwrap();
+        assert_eq!(
+            detection.warnings,
+            ["FTP passive data ports 21100,21101 (container \"app\", beside FTP control port 21)"]
+        );
+        // Without a control port the range means nothing.
+        let lone = json!([{"name": "tcp-data", "containerPort": 21100}]);
+        let bytes = serde_json::to_vec(&with_ports(lone)).unwrap();
+        let pod = PodView::from_json(&bytes).unwrap();
+        assert!(detect(&pod, &config).unwrap().findings.is_empty());
+    }
+
     /// Shaped like public FTP manifests (e.g. a vsftpd or pure-ftpd Deployment): the passive
     /// range is declared as bare container ports, or with names of its own.
     #[test]
@@ -439,7 +397,7 @@ mod tests {
         let pod = json!({"metadata": {"name": "ftp"}, "spec": {"containers": [
             {"name": "vsftpd", "image": "fauria/vsftpd", "ports": ports}]}});
         let bytes = serde_json::to_vec(&pod).unwrap();
-        let detection = detect(&PodView::from_json(&bytes).unwrap(), &Catalog::builtin()).unwrap();
+        let detection = detect(&PodView::from_json(&bytes).unwrap(), &Config::default()).unwrap();
         let mut expected: Vec<u16> = vec![21];
         expected.extend(30000..30010);
         expected.push(30100);
@@ -477,7 +435,7 @@ mod tests {
             {"name": "imap-tls", "containerPort": 10993}
         ]));
         let bytes = serde_json::to_vec(&pod).unwrap();
-        let detection = detect(&PodView::from_json(&bytes).unwrap(), &Catalog::builtin()).unwrap();
+        let detection = detect(&PodView::from_json(&bytes).unwrap(), &Config::default()).unwrap();
         assert_eq!(
             detection.ports().into_iter().collect::<Vec<_>>(),
             [25, 143, 587]
@@ -500,7 +458,7 @@ mod tests {
         let bad = json!({"metadata": {"annotations": {EXTRA_PORTS_KEY: "2525,x"}},
                          "spec": {"containers": [{"ports": [{"containerPort": 25}]}]}});
         let bytes = serde_json::to_vec(&bad).unwrap();
-        let detection = detect(&PodView::from_json(&bytes).unwrap(), &Catalog::builtin()).unwrap();
+        let detection = detect(&PodView::from_json(&bytes).unwrap(), &Config::default()).unwrap();
         assert_eq!(detection.ports().into_iter().collect::<Vec<_>>(), [25]);
         assert!(detection.warnings[0].contains("serverfirst.dev/extra-ports ignored"));
     }
@@ -534,7 +492,7 @@ mod tests {
         let pod = json!({"spec": {"containers": [{"name": "mox", "ports": [
             {"name": "smtp", "containerPort": 25}, {"name": "submission", "containerPort": 1587}]}]}});
         let bytes = serde_json::to_vec(&pod).unwrap();
-        let detection = detect(&PodView::from_json(&bytes).unwrap(), &Catalog::builtin()).unwrap();
+        let detection = detect(&PodView::from_json(&bytes).unwrap(), &Config::default()).unwrap();
         assert_eq!(detection.findings[0].source, Source::Number);
         assert_eq!(
             detection.findings[1].source,

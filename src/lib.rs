@@ -16,6 +16,7 @@
 //! - [`detect`]: Pod view → server-first ports found (pure).
 //! - [`mesh_state`]: the mesh facts a decision needs besides the object (namespaces' labels,
 //!   PeerAuthentications, AuthorizationPolicies), built from objects by one function (pure).
+//! - [`ftp_passive`]: the FTP passive data port rule that pods and Services share (pure).
 //! - [`service`]: the small view of a Service, as [`pod`] is for pods.
 //! - [`service_ports`]: Service view → the ports that serve a server-first protocol (pure).
 //! - [`mesh`]: per-mesh planning of the annotation and argument changes, and of Services'
@@ -43,6 +44,7 @@ pub mod cli;
 pub mod companions;
 pub mod config;
 pub mod detect;
+pub mod ftp_passive;
 pub mod manifests;
 pub mod mesh;
 pub mod mesh_state;

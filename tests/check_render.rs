@@ -423,7 +423,7 @@ fn check_reports_real_manifests_in_the_operators_terms() {
 #[test]
 fn check_names_the_ftp_passive_ports() {
     let rows = check_text("ftp.yaml", &fixture("real/ftp.yaml"), &Config::default());
-    assert_eq!(rows.len(), 1);
+    assert_eq!(rows.len(), 2);
     assert_eq!(
         rows[0].ports,
         [21, 21100, 21101, 21102, 21103, 21104],
@@ -433,6 +433,45 @@ fn check_names_the_ftp_passive_ports() {
         rows[0].warnings,
         ["FTP passive data ports 21100-21104 (container \"vsftpd\", beside FTP control port 21)"]
     );
+}
+
+/// The public vsftpd Service (`ftp-control` 21, `pasv-start` 21100, `pasv-1` 21101): its passive
+/// ports are declared TCP beside the control port, and named as the pod's are.
+#[test]
+fn the_ftp_services_passive_ports_are_declared_tcp() {
+    let config = Config::default();
+    let rows = check_text("ftp.yaml", &fixture("real/ftp.yaml"), &config);
+    let service = &rows[1];
+    assert_eq!(
+        (
+            service.kind.as_str(),
+            service.status,
+            service.ports.as_slice()
+        ),
+        ("Service", Status::WouldPatch, &[21, 21100, 21101][..]),
+        "{rows:#?}"
+    );
+    let changes: Vec<(&str, &str)> = service
+        .changes
+        .iter()
+        .map(|c| (c.annotation.as_str(), c.value.as_str()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("spec.ports[0].appProtocol", "tcp"),
+            ("spec.ports[1].appProtocol", "tcp"),
+            ("spec.ports[2].appProtocol", "tcp"),
+            ("serverfirst.dev/declared-tcp-ports", "21,21100,21101"),
+        ]
+    );
+    assert_eq!(
+        service.warnings,
+        ["FTP passive data ports 21100,21101 (Service \"ftp\", beside FTP control port 21)"]
+    );
+    let (rendered, _) = render_text("ftp.yaml", &fixture("real/ftp.yaml"), &config);
+    let again = check_text("ftp.yaml", &rendered, &config);
+    assert_eq!(again[1].status, Status::Protected, "{again:#?}");
 }
 
 #[test]

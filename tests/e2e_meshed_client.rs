@@ -16,13 +16,22 @@
 //! captured (`serverfirst.dev/skip`, Istio mTLS between the two sidecars); then auto mTLS to the
 //! excluded port without and with the companion DestinationRule.
 //!
+//! FTP cases: the FTP manifest's Service (`ftp-control` 21, `pasv-start` 21100, `pasv-1` 21101)
+//! in front of pyftpdlib, its pod as the webhook returned it (control port and passive range
+//! excluded, the companion DestinationRule making the client send plaintext), and curl
+//! downloading a file in passive mode through the VIP: as written (21 sniffed: no banner), with
+//! only the control port declared (login and PASV work, the data connection is sniffed and the
+//! RETR stalls) and as the webhook returned it (the download completes).
+//!
 //! Needs what `e2e_netns` needs: root, `ip`, `iptables-restore`, `ss`, `setpriv`, `curl`, `swaks`,
-//! `python3` and Envoy from `.ci/install-envoy`; without them the tests skip loudly, or fail when
-//! `CI=true` or `SERVERFIRST_REQUIRE_E2E=1`.
+//! `python3` and Envoy and pyftpdlib from `.ci/install-envoy`; without them the tests skip loudly,
+//! or fail when `CI=true` or `SERVERFIRST_REQUIRE_E2E=1`.
 
 mod common;
 mod webhook_support;
 
+#[path = "support/e2e_ftp.rs"]
+mod e2e_ftp;
 #[path = "support/e2e_mail.rs"]
 mod e2e_mail;
 #[path = "support/e2e_pods.rs"]
@@ -45,8 +54,15 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use e2e_ftp::{
+    CURL_TIMED_OUT, FTP_FILE, FTP_FILE_TEXT, ftp_prerequisites, ftp_python, ftp_root, ftp_server,
+    passive_port, replies,
+};
 use e2e_mail::{AT_ONCE_MS, BIN, STALL_WAIT_SECS, elapsed_ms, ms, prerequisites};
-use e2e_pods::{SMTP_PORTS, admit, admit_service, created_pod};
+use e2e_pods::{
+    FTP_CONTROL_PORT, SMTP_PORTS, admit, admit_service, created_pod, manifest_ftp_pod,
+    manifest_ftp_service,
+};
 use envoy::Envoy;
 use istio_model::{IptablesArgs, pod_capture};
 use istio_outbound::{Endpoint, OutboundSidecar, TLS_MODE_LABEL, VIRTUAL_OUTBOUND_PORT};
@@ -94,15 +110,20 @@ fn service_as_written() -> Value {
 
 /// The Service as serverfirst's webhook (default configuration, over TLS) returns it.
 fn service_as_patched() -> Value {
-    let patched = block_on(async {
-        let server = TestServer::start(Config::default(), Limits::default()).await;
-        admit_service(&server, &service_as_written()).await
-    });
+    let patched = webhook_service(&service_as_written());
     assert_eq!(
         patched["spec"]["ports"][0]["appProtocol"], "tcp",
         "the webhook did not declare 587: {patched}"
     );
     patched
+}
+
+/// `service` as serverfirst's webhook (default configuration, over TLS) returns it.
+fn webhook_service(service: &Value) -> Value {
+    block_on(async {
+        let server = TestServer::start(Config::default(), Limits::default()).await;
+        admit_service(&server, service).await
+    })
 }
 
 /// Where the server pod stands.
@@ -121,9 +142,15 @@ fn server_pod(side: ServerSide) -> Value {
     if side == ServerSide::Captured {
         pod["metadata"]["labels"]["serverfirst.dev/skip"] = json!("true");
     }
+    webhook_pod_with_sidecar(&pod)
+}
+
+/// `pod` as the webhook (default configuration) returned it, with the label Istio's injector
+/// adds.
+fn webhook_pod_with_sidecar(pod: &Value) -> Value {
     let mut pod = block_on(async {
         let server = TestServer::start(Config::default(), Limits::default()).await;
-        admit(&server, &pod).await
+        admit(&server, pod).await
     });
     pod["metadata"]["labels"][TLS_MODE_LABEL] = json!("istio");
     pod
@@ -158,6 +185,14 @@ struct MeshedClient {
 
 impl MeshedClient {
     fn start(tag: &str, setup: Setup) -> MeshedClient {
+        let mut mesh = MeshedClient::with_sidecars(tag, setup);
+        mesh.start_server(false);
+        mesh.wait_listening(&SMTP_PORTS);
+        mesh
+    }
+
+    /// Both namespaces with their nat rules and both Envoys, before any server runs.
+    fn with_sidecars(tag: &str, setup: Setup) -> MeshedClient {
         let sandbox = Sandbox::create(tag);
         let dir = tempfile::tempdir().expect("tempdir");
         // The VIP exists only as a route in the client namespace; nat sends it to 15001.
@@ -212,7 +247,7 @@ impl MeshedClient {
         );
         let client_envoy = Envoy::start_in(&sandbox.client, &client_bootstrap);
 
-        let mut mesh = MeshedClient {
+        let mesh = MeshedClient {
             server: None,
             client_envoy,
             server_envoy,
@@ -222,8 +257,6 @@ impl MeshedClient {
             _ca: ca,
             dir,
         };
-        mesh.start_server(false);
-        mesh.wait_listening(&SMTP_PORTS);
         let mut listening = Command::new("ip");
         listening.args(["netns", "exec", &mesh.sandbox.client, "ss", "-Hltn"]);
         let client_listening = text(&run_bounded(listening));
@@ -307,13 +340,16 @@ impl MeshedClient {
     /// connections `done` (closed while held, or passed on) reach `at_least`.
     fn client_counters(&self, at_least: u64) -> BTreeMap<String, u64> {
         let names = self.client_counter_names();
+        self.client_stats_reaching(&[&names[1], &names[2]], at_least)
+    }
+
+    /// The client Envoy's `/stats` once the sum of its counters `names` reaches `at_least`, or
+    /// after three seconds.
+    fn client_stats_reaching(&self, names: &[&str], at_least: u64) -> BTreeMap<String, u64> {
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
             let stats = self.client_envoy.stats();
-            let done = [&names[1], &names[2]]
-                .iter()
-                .map(|n| stats.get(n.as_str()).copied().unwrap_or(0))
-                .sum::<u64>();
+            let done = names.iter().map(|n| stat(&stats, n)).sum::<u64>();
             if done >= at_least || Instant::now() > deadline {
                 return stats;
             }
@@ -325,8 +361,13 @@ impl MeshedClient {
     /// listener's filters (`downstream_pre_cx_active`, then `..._remote_close` when the client
     /// gave up), passed to a filter chain (`downstream_cx_total`), connected upstream, TLS.
     fn client_counter_names(&self) -> Vec<String> {
-        let listener = format!("listener.{}", self.outbound.listener_name(SUBMISSION));
-        let cluster = format!("cluster.{}", self.outbound.cluster_name(SUBMISSION));
+        self.port_counter_names(SUBMISSION)
+    }
+
+    /// [`Self::client_counter_names`] for Service port `port`.
+    fn port_counter_names(&self, port: u16) -> Vec<String> {
+        let listener = format!("listener.{}", self.outbound.listener_name(port));
+        let cluster = format!("cluster.{}", self.outbound.cluster_name(port));
         vec![
             format!("{listener}.downstream_pre_cx_active"),
             format!("{listener}.downstream_listener_filter_remote_close"),
@@ -802,4 +843,243 @@ fn the_companion_rule_turns_auto_mtls_off_for_the_excluded_port() {
     say(&format!(
         "companion DestinationRule: client Envoy: {counters}"
     ));
+}
+
+/// The FTP Service a case's client sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FtpService {
+    /// As the public manifest has it: nothing declared, every port sniffed.
+    AsWritten,
+    /// With `appProtocol: tcp` on the control port alone.
+    ControlOnly,
+    /// As serverfirst's webhook returned it.
+    AsPatched,
+}
+
+impl FtpService {
+    fn object(self) -> Value {
+        let written = manifest_ftp_service();
+        match self {
+            FtpService::AsWritten => written,
+            FtpService::ControlOnly => {
+                let mut service = written;
+                let ports = service["spec"]["ports"].as_array_mut().expect("ports");
+                let control = ports
+                    .iter_mut()
+                    .find(|p| p["port"] == FTP_CONTROL_PORT)
+                    .expect("the control port");
+                control["appProtocol"] = json!("tcp");
+                service
+            }
+            FtpService::AsPatched => webhook_service(&written),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            FtpService::AsWritten => "FTP Service as written (ftp-control, pasv-start, pasv-1)",
+            FtpService::ControlOnly => "FTP Service with appProtocol tcp on 21 only",
+            FtpService::AsPatched => "FTP Service as the webhook returned it",
+        }
+    }
+}
+
+/// The Service ports of `service` other than the control port: the passive ports.
+fn passive_ports(service: &Value) -> Vec<u16> {
+    let ports = service["spec"]["ports"].as_array().expect("ports");
+    ports
+        .iter()
+        .filter_map(|p| p["port"].as_u64())
+        .map(|p| u16::try_from(p).expect("port"))
+        .filter(|&p| p != FTP_CONTROL_PORT)
+        .collect()
+}
+
+impl MeshedClient {
+    /// pyftpdlib in the server's place, handing out the passive ports `passive`.
+    fn start_ftp_server(&mut self, passive: &[u16]) {
+        let root = ftp_root(self.dir.path());
+        let python = self.sandbox.in_pod(&ftp_python().to_string_lossy());
+        let command = ftp_server(python, &root, passive);
+        self.server = Some(Daemon::start("ftpd", command, self.dir.path()));
+        self.wait_listening(&[FTP_CONTROL_PORT]);
+    }
+
+    /// curl, as the client application, downloading `path` in passive mode from the VIP. Its
+    /// data connection goes to the VIP too: istiod binds a TCP or auto-detected Service port's
+    /// listener to the VIP (`pilot/pkg/networking/core/listener.go`,
+    /// `buildSidecarOutboundListener`), so one to the pod address of the 227 reply would take
+    /// `virtualOutbound`'s passthrough instead, as it does in a cluster.
+    fn ftp_get(&self, path: &str) -> Output {
+        e2e_ftp::ftp_get(self.as_app("curl"), VIP, path)
+    }
+
+    /// For each of `ports`, the connections its listener's filters held until the client gave
+    /// up, passed to a filter chain, and connected upstream: for a report line.
+    fn ports_summary(&self, stats: &BTreeMap<String, u64>, ports: &[u16]) -> String {
+        let names: Vec<String> = ports
+            .iter()
+            .flat_map(|&port| {
+                self.port_counter_names(port)
+                    .drain(1..4)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        envoy::counters(stats, &names)
+    }
+}
+
+/// curl downloads a file through its own sidecar from the FTP Service `variant`, the server pod
+/// as the webhook returned it: stalls as written (no banner) and with only 21 declared (the
+/// RETR), completes as patched.
+fn meshed_ftp_case(test: &str, tag: &str, variant: FtpService) {
+    if !prerequisites(test, tag) || !ftp_prerequisites(test) {
+        return;
+    }
+    let service = variant.object();
+    let passive = passive_ports(&service);
+    assert_eq!(passive, [21100, 21101], "{service}");
+    let pod = webhook_pod_with_sidecar(&manifest_ftp_pod());
+    let capture = capture_of(&pod);
+    for port in std::iter::once(FTP_CONTROL_PORT).chain(passive.iter().copied()) {
+        assert!(!capture.captured(port), "server pod: {port}: {capture:?}");
+    }
+    let setup = Setup {
+        destination_rule: Some(companion_rule(&service, &pod)),
+        service: service.clone(),
+        pod,
+    };
+    let mut mesh = MeshedClient::with_sidecars(tag, setup);
+    for port in std::iter::once(FTP_CONTROL_PORT).chain(passive.iter().copied()) {
+        assert_eq!(mesh.outbound.tls_mode(port).as_deref(), Some("DISABLE"));
+    }
+    mesh.start_ftp_server(&passive);
+
+    let started = Instant::now();
+    let download = mesh.ftp_get(FTP_FILE);
+    let took = elapsed_ms(started);
+    let log = text(&download);
+    let said = replies(&log);
+    let code = download.status.code();
+    let label = variant.label();
+    let ports: Vec<u16> = std::iter::once(FTP_CONTROL_PORT)
+        .chain(passive.iter().copied())
+        .collect();
+    let names = |port: u16| mesh.port_counter_names(port);
+    // [pre_cx_active, listener_filter_remote_close, downstream_cx_total, upstream_cx_total, ..]
+    let control = names(FTP_CONTROL_PORT);
+    let stat_of = |stats: &BTreeMap<String, u64>, index: usize| -> u64 {
+        passive.iter().map(|&p| stat(stats, &names(p)[index])).sum()
+    };
+    let (redirected, _) = mesh.client_nat();
+    let logs = || mesh.logs();
+    match variant {
+        FtpService::AsWritten => {
+            assert_eq!(code, Some(CURL_TIMED_OUT), "{log}\n{}", logs());
+            assert!(said.is_empty(), "the banner arrived: {log}");
+            let stats = mesh.client_stats_reaching(&[&control[1]], 1);
+            let summary = mesh.ports_summary(&stats, &ports);
+            // The control connection sat in the port listener's HTTP inspector until curl gave up.
+            assert_eq!(stat(&stats, &control[1]), 1, "{summary}");
+            assert_eq!(stat(&stats, &control[3]), 0, "{summary}");
+            assert_eq!(
+                redirected,
+                1,
+                "{}",
+                netns::nat_counters_in(&mesh.sandbox.client)
+            );
+            say(&format!(
+                "{label}: curl exit {} after {took:.0} ms, no banner (no reply at all); client \
+                 Envoy: {summary}",
+                CURL_TIMED_OUT
+            ));
+        }
+        FtpService::ControlOnly => {
+            assert_eq!(code, Some(CURL_TIMED_OUT), "{log}\n{}", logs());
+            for reply in ["220", "230", "227"] {
+                assert!(
+                    said.iter().any(|r| r.starts_with(reply)),
+                    "no {reply}: {log}"
+                );
+            }
+            // pyftpdlib answers the RETR with 150 and waits for the data connection to arrive.
+            assert!(
+                !said.iter().any(|r| r.starts_with("226")),
+                "the transfer completed: {log}"
+            );
+            assert!(download.stdout.is_empty(), "{log}");
+            let data_port = passive_port(&log).expect("a PASV reply with a port");
+            assert!(passive.contains(&data_port), "{data_port}: {log}");
+            let data = names(data_port);
+            let stats = mesh.client_stats_reaching(&[&data[1]], 1);
+            let summary = mesh.ports_summary(&stats, &ports);
+            // Login on 21 at once; the data connection held by the HTTP inspector, never upstream.
+            assert_eq!(stat(&stats, &control[3]), 1, "{summary}");
+            assert_eq!(stat(&stats, &data[1]), 1, "{summary}");
+            assert_eq!(stat_of(&stats, 3), 0, "{summary}");
+            assert_eq!(
+                redirected,
+                2,
+                "{}",
+                netns::nat_counters_in(&mesh.sandbox.client)
+            );
+            say(&format!(
+                "{label}: curl exit {CURL_TIMED_OUT} after {took:.0} ms; replies: {}; no byte of \
+                 the file came (the data connection to {data_port} held by the client's \
+                 sidecar); client Envoy: {summary}",
+                said.join(" | ")
+            ));
+        }
+        FtpService::AsPatched => {
+            assert_eq!(code, Some(0), "RETR through {service}:\n{log}\n{}", logs());
+            assert_eq!(String::from_utf8_lossy(&download.stdout), FTP_FILE_TEXT);
+            assert!(said.iter().any(|r| r.starts_with("226")), "{log}");
+            let data_port = passive_port(&log).expect("a PASV reply with a port");
+            let stats = mesh.client_stats_reaching(&[&names(data_port)[3]], 1);
+            let summary = mesh.ports_summary(&stats, &ports);
+            // Both connections went straight to a TCP chain and upstream, nothing was held.
+            assert_eq!(stat(&stats, &control[3]), 1, "{summary}");
+            assert_eq!(stat_of(&stats, 3), 1, "{summary}");
+            assert_eq!(stat_of(&stats, 1), 0, "{summary}");
+            assert_eq!(
+                redirected,
+                2,
+                "{}",
+                netns::nat_counters_in(&mesh.sandbox.client)
+            );
+            for port in service["spec"]["ports"].as_array().expect("ports") {
+                assert_eq!(port["appProtocol"], "tcp", "{service}");
+            }
+            say(&format!(
+                "{label} (appProtocol tcp on {}): curl exit 0 in {took:.0} ms (process start \
+                 included), {:?} downloaded; replies: {}; client Envoy: {summary}",
+                ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                FTP_FILE_TEXT.trim_end(),
+                said.join(" | ")
+            ));
+        }
+    }
+}
+
+#[test]
+fn ftp_service_as_written_stalls_a_meshed_client_before_the_banner() {
+    let test = "ftp_service_as_written_stalls_a_meshed_client_before_the_banner";
+    meshed_ftp_case(test, "fa", FtpService::AsWritten);
+}
+
+#[test]
+fn ftp_service_with_only_the_control_port_declared_stalls_the_retr() {
+    let test = "ftp_service_with_only_the_control_port_declared_stalls_the_retr";
+    meshed_ftp_case(test, "fb", FtpService::ControlOnly);
+}
+
+#[test]
+fn ftp_service_as_patched_lets_a_meshed_client_download() {
+    let test = "ftp_service_as_patched_lets_a_meshed_client_download";
+    meshed_ftp_case(test, "fc", FtpService::AsPatched);
 }

@@ -22,6 +22,8 @@
 mod common;
 mod webhook_support;
 
+#[path = "support/e2e_ftp.rs"]
+mod e2e_ftp;
 #[path = "support/e2e_mail.rs"]
 mod e2e_mail;
 #[path = "support/e2e_pods.rs"]
@@ -41,6 +43,9 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use e2e_ftp::{
+    CURL_TIMED_OUT, FTP_FILE, FTP_FILE_TEXT, ftp_prerequisites, ftp_python, ftp_root, ftp_server,
+};
 use e2e_mail::{AT_ONCE_MS, BIN, STALL_WAIT_SECS, elapsed_ms, ms, prerequisites};
 use e2e_pods::{
     FTP_CONTROL_PORT, FTP_PASSIVE_PORTS, POP3_PORT, SMTP_PORTS, admitted, admitted_shapes,
@@ -67,11 +72,6 @@ const POP3_BANNER: &str = concat!(
 const VI_CX_TOTAL: &str = "listener.0.0.0.0_15006.downstream_cx_total";
 const VI_REMOTE_CLOSE: &str = "listener.0.0.0.0_15006.downstream_listener_filter_remote_close";
 const VI_FILTER_TIMEOUT: &str = "listener.0.0.0.0_15006.downstream_pre_cx_timeout";
-
-/// The Python of `.ci/install-envoy`'s FTP virtualenv, where pyftpdlib is.
-fn ftp_python() -> PathBuf {
-    envoy::tools_dir().join("ftp-venv/bin/python")
-}
 
 fn cluster_cx(port: u16) -> String {
     format!("cluster.inbound|{port}||.upstream_cx_total")
@@ -302,14 +302,9 @@ impl Mesh {
         std::thread::spawn(send).join().expect("lettre thread")
     }
 
-    /// `curl` from the client namespace fetching `path` over passive-mode FTP (PASV, not EPSV).
+    /// `curl` from the client namespace fetching `path` over passive-mode FTP.
     fn ftp_get(&self, path: &str) -> Output {
-        let mut command = self.sandbox.in_client("curl");
-        command.args(["-sS", "-v", "--max-time", "3", "--disable-epsv"]);
-        command.arg(format!(
-            "ftp://user:secret@{POD_ADDR}:{FTP_CONTROL_PORT}/{path}"
-        ));
-        run_bounded(command)
+        e2e_ftp::ftp_get(self.sandbox.in_client("curl"), POD_ADDR, path)
     }
 
     /// The kernel agrees with the model on every other port of the pod, where nothing listens:
@@ -684,14 +679,7 @@ fn protocol_detection_timeout_of_istio_1_7_delays_the_banner() {
 #[test]
 fn ftp_passive_download_needs_the_passive_ports_excluded() {
     let test = "ftp_passive_download_needs_the_passive_ports_excluded";
-    if !prerequisites(test, "d") {
-        return;
-    }
-    if !ftp_python().is_file() {
-        common::tool_missing(
-            test,
-            &format!("no {} (run .ci/install-envoy)", ftp_python().display()),
-        );
+    if !prerequisites(test, "d") || !ftp_prerequisites(test) {
         return;
     }
     let created = ftp_pod();
@@ -714,25 +702,9 @@ fn ftp_passive_download_needs_the_passive_ports_excluded() {
     assert!(FTP_PASSIVE_PORTS.iter().all(|&p| control_only.captured(p)));
 
     let mut mesh = Mesh::with_sidecar("d", &default_sidecar(&created));
-    let root = mesh.dir.path().join("ftp-root");
-    std::fs::create_dir(&root).expect("ftp root");
-    std::fs::write(root.join("hello.txt"), "hello over passive FTP\n").expect("file");
-    let mut ftpd = mesh.sandbox.in_pod(&ftp_python().to_string_lossy());
-    ftpd.args([
-        "-m",
-        "pyftpdlib",
-        "-i",
-        "0.0.0.0",
-        "-p",
-        &FTP_CONTROL_PORT.to_string(),
-    ]);
-    ftpd.arg("-d").arg(&root);
-    let range = format!(
-        "{}-{}",
-        FTP_PASSIVE_PORTS[0],
-        FTP_PASSIVE_PORTS[FTP_PASSIVE_PORTS.len() - 1]
-    );
-    ftpd.args(["-r", &range, "-u", "user", "-P", "secret"]);
+    let root = ftp_root(mesh.dir.path());
+    let python = mesh.sandbox.in_pod(&ftp_python().to_string_lossy());
+    let ftpd = ftp_server(python, &root, &FTP_PASSIVE_PORTS);
     mesh.start_app("ftpd", ftpd, &[FTP_CONTROL_PORT]);
 
     mesh.capture(&capture);
@@ -751,12 +723,12 @@ fn ftp_passive_download_needs_the_passive_ports_excluded() {
         mesh.logs()
     );
     assert!(
-        String::from_utf8_lossy(&list.stdout).contains("hello.txt"),
+        String::from_utf8_lossy(&list.stdout).contains(FTP_FILE),
         "{}",
         text(&list)
     );
     let started = Instant::now();
-    let retr = mesh.ftp_get("hello.txt");
+    let retr = mesh.ftp_get(FTP_FILE);
     let retr_took = elapsed_ms(started);
     assert_eq!(
         retr.status.code(),
@@ -765,10 +737,7 @@ fn ftp_passive_download_needs_the_passive_ports_excluded() {
         text(&retr),
         mesh.logs()
     );
-    assert_eq!(
-        String::from_utf8_lossy(&retr.stdout),
-        "hello over passive FTP\n"
-    );
+    assert_eq!(String::from_utf8_lossy(&retr.stdout), FTP_FILE_TEXT);
     let stats = mesh.stats();
     assert_eq!(stats[VI_CX_TOTAL], 0, "{}", envoy::summary(&stats));
     say(&format!(
@@ -781,11 +750,11 @@ fn ftp_passive_download_needs_the_passive_ports_excluded() {
 
     mesh.capture(&control_only);
     let started = Instant::now();
-    let stalled = mesh.ftp_get("hello.txt");
+    let stalled = mesh.ftp_get(FTP_FILE);
     let stalled_took = elapsed_ms(started);
     let log = text(&stalled);
-    // 28: curl's "operation timed out", after a login that worked on the excluded port 21.
-    assert_eq!(stalled.status.code(), Some(28), "{log}");
+    // curl's "operation timed out", after a login that worked on the excluded port 21.
+    assert_eq!(stalled.status.code(), Some(CURL_TIMED_OUT), "{log}");
     assert!(log.contains("< 230"), "no login: {log}");
     assert!(log.contains("< 227"), "no PASV answer: {log}");
     let (accepted, stats) = mesh.accepted_reaching(1);

@@ -255,9 +255,9 @@ mod tests {
     fn plan_json(ports: serde_json::Value) -> ServiceMeshPlan {
         let bytes = serde_json::to_vec(&serde_json::json!({"spec": {"ports": ports}})).unwrap();
         let service = ServiceView::from_json(&bytes).unwrap();
-        let catalog = crate::catalog::Catalog::builtin();
-        let findings = crate::service_ports::detect_service(&service, &catalog).unwrap();
-        plan(&service, &findings)
+        let config = crate::config::Config::default();
+        let detection = crate::service_ports::detect_service(&service, &config).unwrap();
+        plan(&service, &detection.findings)
     }
 
     #[test]

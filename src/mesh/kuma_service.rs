@@ -70,10 +70,9 @@ mod tests {
         let view = ServiceView::from_json(&bytes).unwrap();
         let tags: Vec<String> = (0..5).map(|i| protocol_tag(&view, i)).collect();
         assert_eq!(tags, ["http", "tcp", "tcp", "tcp", "grpc"]);
-        let findings =
-            crate::service_ports::detect_service(&view, &crate::catalog::Catalog::builtin())
-                .unwrap();
-        let plan = plan(&view, &findings);
+        let config = crate::config::Config::default();
+        let detection = crate::service_ports::detect_service(&view, &config).unwrap();
+        let plan = plan(&view, &detection.findings);
         assert!(plan.changes.is_empty());
         assert_eq!(plan.warnings.len(), 2, "{:?}", plan.warnings);
         assert!(plan.warnings[0].starts_with("port 587 (submission): Kuma proxies it as http"));

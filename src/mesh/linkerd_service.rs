@@ -86,10 +86,9 @@ mod tests {
     fn plan_json(service: Value) -> ServiceMeshPlan {
         let bytes = serde_json::to_vec(&service).unwrap();
         let view = ServiceView::from_json(&bytes).unwrap();
-        let findings =
-            crate::service_ports::detect_service(&view, &crate::catalog::Catalog::builtin())
-                .unwrap();
-        plan(&view, &findings)
+        let config = crate::config::Config::default();
+        let detection = crate::service_ports::detect_service(&view, &config).unwrap();
+        plan(&view, &detection.findings)
     }
 
     fn opaque(plan: &ServiceMeshPlan) -> Option<&str> {

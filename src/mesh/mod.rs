@@ -329,7 +329,7 @@ pub fn decide(pod: &PodView<'_>, namespace: &str, config: &Config, mesh: &MeshSt
     if config.is_system_namespace(namespace) {
         return Decision::Skipped(SYSTEM_NAMESPACE);
     }
-    let detection = match detect(pod, &config.catalog) {
+    let detection = match detect(pod, config) {
         Ok(detection) => detection,
         Err(skip) => return Decision::Skipped(skip.as_str()),
     };

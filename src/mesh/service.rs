@@ -6,7 +6,7 @@ use crate::mesh::exclusions::{self, Syntax};
 use crate::mesh::{Mesh, istio_service, kuma_service, linkerd_service};
 use crate::ports::PortSet;
 use crate::service::ServiceView;
-use crate::service_ports::{ServiceFinding, detect_service};
+use crate::service_ports::{ServiceDetection, ServiceFinding, detect_service};
 
 /// Annotation serverfirst writes to record the Service ports it declared TCP (Istio
 /// `appProtocol: tcp`, Linkerd opaque ports).
@@ -88,14 +88,17 @@ pub fn decide_service(
     if config.is_system_namespace(namespace) {
         return ServiceDecision::Skipped(super::SYSTEM_NAMESPACE);
     }
-    let findings = match detect_service(service, &config.catalog) {
-        Ok(findings) => findings,
+    let ServiceDetection { findings, warnings } = match detect_service(service, config) {
+        Ok(detection) => detection,
         Err(skip) => return ServiceDecision::Skipped(skip.as_str()),
     };
     if findings.is_empty() {
         return ServiceDecision::NoPorts;
     }
-    let mut plan = ServiceMeshPlan::default();
+    let mut plan = ServiceMeshPlan {
+        warnings,
+        ..ServiceMeshPlan::default()
+    };
     for mesh in meshes_for_service(&config.meshes) {
         let part = match mesh {
             Mesh::Istio => istio_service::plan(service, &findings),
@@ -239,6 +242,54 @@ mod tests {
         };
         assert_eq!(meshes_for_service(&selection), [Mesh::Istio, Mesh::Kuma]);
     }
+    /// The public vsftpd Service: 21 and its passive ports, declared each mesh's way, with the
+    /// note naming the passive ports.
+    #[test]
+    fn ftp_passive_ports_are_declared_beside_the_control_port() {
+        let service = json!({"metadata": {"name": "vsftpd"}, "spec": {"ports": [
+            {"name": "ftp-control", "port": 21, "targetPort": 21},
+            {"name": "pasv-start", "port": 21100, "targetPort": 21100},
+            {"name": "pasv-1", "port": 21101, "targetPort": 21101}]}});
+        let bytes = serde_json::to_vec(&service).unwrap();
+        let view = ServiceView::from_json(&bytes).unwrap();
+        let note =
+            "FTP passive data ports 21100,21101 (Service \"vsftpd\", beside FTP control port 21)";
+        let config = |mesh: Mesh| Config {
+            meshes: MeshSelection {
+                explicit: vec![mesh],
+                auto: false,
+                auto_fallback: vec![],
+            },
+            ..Config::default()
+        };
+        let record = ServiceChange::SetAnnotation {
+            key: DECLARED_KEY.into(),
+            value: "21,21100,21101".into(),
+        };
+        let tcp = |port: usize| ServiceChange::SetAppProtocol {
+            port,
+            value: "tcp".into(),
+        };
+        let istio = decide_service(&view, "ftp", &config(Mesh::Istio));
+        assert_eq!(istio.changes(), [tcp(0), tcp(1), tcp(2), record.clone()]);
+        assert_eq!(istio.warnings(), [note]);
+        let linkerd = decide_service(&view, "ftp", &config(Mesh::Linkerd));
+        assert_eq!(
+            linkerd.changes(),
+            [
+                ServiceChange::SetAnnotation {
+                    key: linkerd_service::OPAQUE_PORTS.into(),
+                    value: "21,21100,21101".into()
+                },
+                record
+            ]
+        );
+        // Kuma proxies every port as TCP unless told otherwise: nothing to write.
+        let kuma = decide_service(&view, "ftp", &config(Mesh::Kuma));
+        assert!(kuma.changes().is_empty());
+        assert_eq!(kuma.warnings(), [note]);
+    }
+
     #[test]
     fn each_mesh_declares_its_way() {
         let service = json!({"spec": {"ports": [{"name": "imap", "port": 143}, {"port": 25}]}});

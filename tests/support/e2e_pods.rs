@@ -14,6 +14,9 @@ use crate::istio_model::{INCLUDE_INBOUND_PORTS, IptablesArgs};
 use crate::webhook_support::TestServer;
 
 const REVIEW: &str = include_str!("../fixtures/review-mail-deployment.json");
+/// A Deployment shaped like public vsftpd manifests and its Service as a public vsftpd README
+/// publishes it.
+const FTP_MANIFEST: &str = include_str!("../fixtures/manifests/real/ftp.yaml");
 
 /// The server-first ports of the mail container (SMTP and submission): plain SMTP, served in the
 /// tests by serverfirst's reference SMTP server.
@@ -57,6 +60,31 @@ pub fn ftp_pod() -> Value {
             .map(|port| json!({ "containerPort": port, "protocol": "TCP" })),
     );
     pod_with_ports("ftp", Value::Array(ports))
+}
+
+/// The document of `kind` in the FTP manifest.
+fn ftp_manifest(kind: &str) -> Value {
+    let documents: Vec<Value> =
+        serde_saphyr::from_multiple(FTP_MANIFEST).expect("the FTP manifest");
+    documents
+        .into_iter()
+        .find(|document| document["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in the FTP manifest"))
+}
+
+/// The pod of the FTP manifest's Deployment as created: its container's ports (the named
+/// control port, the passive range as bare ports, metrics).
+pub fn manifest_ftp_pod() -> Value {
+    let deployment = ftp_manifest("Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let name = container["name"].as_str().expect("a container name");
+    pod_with_ports(name, container["ports"].clone())
+}
+
+/// The FTP manifest's Service as written: `ftp-control` 21, `pasv-start` 21100, `pasv-1` 21101,
+/// no appProtocol.
+pub fn manifest_ftp_service() -> Value {
+    ftp_manifest("Service")
 }
 
 /// A POP3 server pod as created.
