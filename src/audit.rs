@@ -1,15 +1,17 @@
 //! Audit of running pods and Services through the Kubernetes API: which are broken today
-//! (`at-risk`), which serverfirst would change when they are next created or updated, which are
-//! fine.
+//! (`at-risk`), which bypass what the mesh enforces (`exposed`), which serverfirst would change
+//! when they are next created or updated, which are fine.
 //!
-//! Needs only `list pods`, `list services` and `get replicasets` (to name a Deployment instead
-//! of its ReplicaSet). Pods are listed in pages (`limit` + `continue`) and audited page by page;
+//! Needs only `list` of pods, Services, namespaces and Istio's PeerAuthentications and
+//! AuthorizationPolicies ([`mesh`], read once first), and `get replicasets` (to name a Deployment
+//! instead of its ReplicaSet). Pods are listed in pages (`limit` + `continue`) and audited page by page;
 //! a list comes in namespace order, so each namespace's Services are listed and audited once its
 //! pods are through, against those pods' labels: memory stays that of one namespace. The
 //! Services of namespaces without pods (the ones a new deployment is about to fill) follow, from
 //! a paged Service list that skips the namespaces already done: memory holds only their names.
 
 pub mod apply;
+pub mod mesh;
 pub mod policyreport;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -25,8 +27,8 @@ use crate::companions::desired;
 use crate::config::Config;
 use crate::manifests::companions as offline;
 use crate::mesh::service::{ServiceDecision, decide_service, meshes_for_service};
-use crate::mesh::{Change, Decision, Mesh, RECORD_KEY, decide};
-use crate::mesh_state::MeshState;
+use crate::mesh::{Change, Decision, Mesh, Plan, RECORD_KEY, decide};
+use crate::mesh_state::{Enforcement, MeshState};
 use crate::pod::PodView;
 use crate::ports::{PortSet, parse_port_list, phrase};
 use crate::service::ServiceView;
@@ -39,6 +41,9 @@ pub enum AuditStatus {
     Protected,
     /// A sidecar is injected and captures a server-first port: clients hang today.
     AtRisk,
+    /// A server-first port is excluded from capture while the mesh enforces identity on it:
+    /// it bypasses STRICT mTLS or an AuthorizationPolicy.
+    Exposed,
     /// No sidecar yet, but serverfirst would change the pod when it is next created.
     WouldPatch,
     /// Nothing server-first, or left alone on purpose.
@@ -50,6 +55,7 @@ impl AuditStatus {
         match self {
             AuditStatus::Protected => "protected",
             AuditStatus::AtRisk => "at-risk",
+            AuditStatus::Exposed => "exposed",
             AuditStatus::WouldPatch => "would-patch",
             AuditStatus::NotApplicable => "not-applicable",
         }
@@ -150,6 +156,9 @@ pub struct AuditRow {
     /// What meshed clients still need (Istio auto-mTLS keeps sending mTLS to excluded ports).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub companion: String,
+    /// Ports that stay in the mesh, with why (`STRICT by mail/default`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub kept: BTreeMap<u16, String>,
 }
 
 impl AuditRow {
@@ -166,6 +175,7 @@ impl AuditRow {
             reason: String::new(),
             warnings: Vec::new(),
             companion: String::new(),
+            kept: BTreeMap::new(),
         }
     }
 }
@@ -174,6 +184,7 @@ impl AuditRow {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
     pub at_risk: usize,
+    pub exposed: usize,
     pub would_patch: usize,
     pub protected: usize,
     pub not_applicable: usize,
@@ -183,6 +194,7 @@ impl Tally {
     pub fn add(&mut self, status: AuditStatus) {
         match status {
             AuditStatus::AtRisk => self.at_risk += 1,
+            AuditStatus::Exposed => self.exposed += 1,
             AuditStatus::WouldPatch => self.would_patch += 1,
             AuditStatus::Protected => self.protected += 1,
             AuditStatus::NotApplicable => self.not_applicable += 1,
@@ -198,6 +210,9 @@ pub enum AuditError {
     ListServices { namespace: String, message: String },
     #[error("cannot list the Services of all namespaces: {0}")]
     ListAllServices(String),
+    /// A kind the mesh state is made of (namespaces, Istio policies).
+    #[error("cannot list {what}: {message}")]
+    ListMesh { what: String, message: String },
 }
 
 /// Classifies one pod (pure): the same decision the webhook makes, plus what it means for a pod
@@ -217,42 +232,109 @@ pub fn classify(pod: &PodView<'_>, config: &Config, mesh: &MeshState) -> AuditRo
     match decision {
         Decision::Skipped(reason) => audit.reason = reason.to_string(),
         Decision::NoPorts { .. } => audit.reason = "no server-first ports".to_string(),
-        Decision::Planned(plan) => {
-            audit.ports = plan.ports.iter().copied().collect();
-            let annotation = plan.changes.iter().find_map(|change| match change {
-                Change::SetAnnotation { key, value } if key != RECORD_KEY => {
-                    Some(format!("{key}: \"{value}\""))
-                }
-                _ => None,
-            });
-            audit.status = match (plan.changes.is_empty(), sidecar) {
-                (true, _) => AuditStatus::Protected,
-                (false, true) => AuditStatus::AtRisk,
-                (false, false) => AuditStatus::WouldPatch,
-            };
-            audit.needs_restart = audit.status == AuditStatus::AtRisk;
-            let istio =
-                crate::mesh::meshes_for(pod, &config.meshes).contains(&crate::mesh::Mesh::Istio);
-            if istio && !plan.ports.is_empty() {
-                audit.companion = format!(
-                    "meshed clients need a DestinationRule with tls.mode DISABLE for {} on each Service in front of this pod (`serverfirst companions` keeps them; `serverfirst render --companions` writes them)",
-                    phrase(plan.ports.iter().copied())
-                );
-            }
-            audit.fix = match audit.status {
-                AuditStatus::AtRisk => match annotation {
-                    Some(annotation) => format!("recreate the pod with serverfirst installed, or set {annotation} in its template"),
-                    None => "recreate the pod with serverfirst installed (its istio-init rules predate the exclusion)".to_string(),
-                },
-                AuditStatus::WouldPatch => format!(
-                    "serverfirst excludes {} when the pod is next created",
-                    phrase(audit.ports.iter().copied())
-                ),
-                _ => String::new(),
-            };
-        }
+        Decision::Planned(plan) => classify_plan(pod, config, &plan, &mut audit),
     }
     audit
+}
+
+/// What a plan means for a pod that is already running.
+fn classify_plan(pod: &PodView<'_>, config: &Config, plan: &Plan, audit: &mut AuditRow) {
+    let sidecar = audit.sidecar;
+    audit.ports = plan.ports.iter().copied().collect();
+    audit.kept = plan
+        .kept()
+        .filter(|(port, _)| !plan.exposed.contains_key(port))
+        .map(|(port, reason)| (port, reason.to_string()))
+        .collect();
+    let annotation = plan.changes.iter().find_map(|change| match change {
+        Change::SetAnnotation { key, value } if !key.starts_with("serverfirst.dev/") => {
+            Some(format!("{key}: \"{value}\""))
+        }
+        _ => None,
+    });
+    audit.status = match (plan.changes_capture(), sidecar) {
+        // Bypassing what the mesh enforces is worse than a stalled banner: it is reported first.
+        _ if sidecar && !plan.exposed.is_empty() => AuditStatus::Exposed,
+        (false, _) => AuditStatus::Protected,
+        (true, true) => AuditStatus::AtRisk,
+        (true, false) => AuditStatus::WouldPatch,
+    };
+    audit.needs_restart = matches!(audit.status, AuditStatus::AtRisk | AuditStatus::Exposed);
+    let istio = crate::mesh::meshes_for(pod, &config.meshes).contains(&Mesh::Istio);
+    let excluded = plan.excluded();
+    if istio && !excluded.is_empty() {
+        audit.companion = format!(
+            "meshed clients need a DestinationRule with tls.mode DISABLE for {} on each Service in front of this pod (`serverfirst companions` keeps them; `serverfirst render --companions` writes them)",
+            phrase(excluded.iter().copied())
+        );
+    }
+    if !audit.kept.is_empty() {
+        audit.reason = format!(
+            "{}; meshed clients reach them with mTLS once their Service ports are declared TCP",
+            kept_phrase(&audit.kept)
+        );
+    }
+    audit.fix = match audit.status {
+        AuditStatus::Exposed => exposed_fix(pod, &plan.exposed),
+        AuditStatus::AtRisk => match annotation {
+            Some(annotation) => format!(
+                "recreate the pod with serverfirst installed, or set {annotation} in its template"
+            ),
+            None => "recreate the pod with serverfirst installed (its istio-init rules predate the exclusion)".to_string(),
+        },
+        AuditStatus::WouldPatch => format!(
+            "serverfirst excludes {} when the pod is next created",
+            phrase(excluded)
+        ),
+        _ => String::new(),
+    };
+}
+
+/// `ports 25,587 kept in the mesh (STRICT by mail/default)`, one group per reason.
+fn kept_phrase(kept: &BTreeMap<u16, String>) -> String {
+    let mut by_reason: BTreeMap<&str, PortSet> = BTreeMap::new();
+    for (&port, reason) in kept {
+        by_reason.entry(reason).or_default().insert(port);
+    }
+    by_reason
+        .into_iter()
+        .map(|(reason, ports)| format!("{} kept in the mesh ({reason})", phrase(ports)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// How to close the hole: the exclusion serverfirst wrote goes with a new pod; one the pod's own
+/// template carries has to be taken out of it.
+fn exposed_fix(pod: &PodView<'_>, exposed: &BTreeMap<u16, Enforcement>) -> String {
+    let recorded: PortSet = pod
+        .annotation(RECORD_KEY)
+        .and_then(|record| parse_port_list(record).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let mut by_enforcement: BTreeMap<String, PortSet> = BTreeMap::new();
+    for (&port, enforcement) in exposed {
+        by_enforcement
+            .entry(enforcement.to_string())
+            .or_default()
+            .insert(port);
+    }
+    let bypassed = by_enforcement
+        .iter()
+        .map(|(enforcement, ports)| {
+            format!("{} bypass {enforcement}", phrase(ports.iter().copied()))
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let all_recorded = exposed.keys().all(|port| recorded.contains(port));
+    match all_recorded {
+        true => format!(
+            "{bypassed}: recreate the pod with serverfirst installed, which keeps them in the mesh"
+        ),
+        false => format!(
+            "{bypassed}: remove them from the exclusions in the pod's template (traffic.sidecar.istio.io/excludeInboundPorts) and recreate the pod"
+        ),
+    }
 }
 
 /// A pod of the Service's namespace as far as the Service audit needs it.
@@ -470,11 +552,13 @@ pub struct Auditor<'c> {
 }
 
 impl<'c> Auditor<'c> {
+    /// Audits against `mesh`, the mesh state of the cluster ([`mesh::read`]).
     pub fn new(
         client: kube::Client,
         namespace: Option<&str>,
         page_size: u32,
         config: &'c Config,
+        mesh: MeshState,
     ) -> Self {
         Auditor {
             scope: namespace.map(str::to_string),
@@ -495,7 +579,7 @@ impl<'c> Auditor<'c> {
             podless: PodlessServices::Pending,
             services: true,
             istio: meshes_for_service(&config.meshes).contains(&Mesh::Istio),
-            mesh: MeshState::default(),
+            mesh,
         }
     }
 
@@ -857,9 +941,9 @@ pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     message.replace('\n', " ")
 }
 
-/// Exit code of `audit`: 1 when anything is at risk, else 0.
+/// Exit code of `audit`: 1 when anything is at risk or exposed, else 0.
 pub fn exit_code(tally: &Tally) -> u8 {
-    u8::from(tally.at_risk > 0)
+    u8::from(tally.at_risk > 0 || tally.exposed > 0)
 }
 
 #[cfg(test)]

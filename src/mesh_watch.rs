@@ -25,10 +25,10 @@ use crate::mesh_state::{MeshObject, MeshState, SharedMeshState};
 
 /// How often discovery is asked again while no `security.istio.io` API is served.
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
-const SECURITY_GROUP: &str = "security.istio.io";
+pub const SECURITY_GROUP: &str = "security.istio.io";
 /// Preferred first: `v1` where the cluster serves it (Istio 1.22+), else `v1beta1`.
-const SECURITY_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
-const POLICY_KINDS: [&str; 2] = ["PeerAuthentication", "AuthorizationPolicy"];
+pub const SECURITY_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
+pub const POLICY_KINDS: [&str; 2] = ["PeerAuthentication", "AuthorizationPolicy"];
 
 /// The API of `kind` in `group` the cluster serves, the first of `versions` that it does;
 /// `Ok(None)` when it serves none.

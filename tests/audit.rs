@@ -352,7 +352,8 @@ async fn unreachable_api_server_is_one_clear_line_and_exit_2() {
     assert!(stdout.is_empty());
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].contains("cannot list pods"), "{stderr}");
+    // The mesh state is read first: its first list is the one that fails.
+    assert!(errors[0].contains("cannot list namespaces"), "{stderr}");
     assert!(!stderr.contains("panicked"));
 
     let (code, _, stderr) = run_audit(&config, &["-A", "--context", "missing"]).await;
@@ -966,4 +967,79 @@ async fn audit_memory_stays_flat_in_cluster_size() {
             );
         }
     }
+}
+
+/// With STRICT mTLS in `mail` (read from the cluster like the pods), captured mail ports are
+/// protected by staying in the mesh, and a port some earlier decision excluded is exposed: it
+/// bypasses STRICT. In a PolicyReport that is a `fail` of severity `high`.
+#[tokio::test]
+async fn under_strict_mtls_captured_ports_are_kept_and_excluded_ones_exposed() {
+    let api = stub_api().await;
+    api.calls.policies.lock().unwrap().extend([
+        json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+               "metadata": {"namespace": "mail", "name": "default", "creationTimestamp": "2026-11-01T08:00:00Z"},
+               "spec": {"mtls": {"mode": "STRICT"}}}),
+        json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+               "metadata": {"namespace": "web", "name": "allow-nothing"}, "spec": {"action": "AUDIT"}}),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = api.kubeconfig(dir.path());
+    let (code, stdout, stderr) =
+        run_audit(&config, &["-A", "-o", "json", "--context", "stub"]).await;
+    assert_eq!(code, 1, "an exposed pod makes the exit code 1\n{stderr}");
+    let rows: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    let pod = |name: &str| {
+        rows.iter()
+            .find(|r| r["pod"] == name)
+            .unwrap_or_else(|| panic!("no row for {name}: {stdout}"))
+    };
+    let mox = pod("mox-7c9d5b8f6-x2k4q");
+    assert_eq!(mox["status"], "protected", "{mox:#}");
+    assert_eq!(
+        mox["kept"],
+        json!({"25": "STRICT by mail/default", "587": "STRICT by mail/default"})
+    );
+    assert!(
+        mox["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("ports 25,587 kept in the mesh (STRICT by mail/default)"),
+        "{mox:#}"
+    );
+    assert!(
+        mox.get("companion").is_none(),
+        "no rule for kept ports: {mox:#}"
+    );
+    let relay = pod("relay-0");
+    assert_eq!(relay["status"], "exposed", "{relay:#}");
+    assert_eq!(relay["needsRestart"], true);
+    assert_eq!(
+        relay["fix"],
+        "kubectl -n mail rollout restart statefulset/relay; port 25 bypass STRICT by mail/default: recreate the pod with serverfirst installed, which keeps them in the mesh"
+    );
+    assert_eq!(pod("dovecot-5f6d7c8b9-abcde")["status"], "protected");
+    // Outside `mail` nothing enforces identity (an AUDIT policy enforces nothing): as before.
+    assert_eq!(pod("digest-29123456-q7k2m")["status"], "would-patch");
+
+    let (_, stdout, _) = run_audit(
+        &config,
+        &["-n", "mail", "-o", "policyreport", "--context", "stub"],
+    )
+    .await;
+    let documents = reports(&stdout);
+    let validator = crd_validator("wgpolicyk8s.io_policyreports.yaml", "v1alpha2");
+    assert_eq!(
+        schema_errors(&validator, &documents[0]),
+        Vec::<String>::new()
+    );
+    let relay = documents[0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resources"][0]["name"] == "relay-0")
+        .unwrap();
+    assert_eq!(
+        (&relay["result"], &relay["severity"]),
+        (&json!("fail"), &json!("high"))
+    );
 }

@@ -359,14 +359,17 @@ fn overlays_and_examples_render_and_pass_strict_schema_validation() {
     }
 }
 
-/// The audit Job's role grants exactly `list pods`, `list services` and `get replicasets`.
+/// The audit Job's role grants exactly `list` of pods, Services, namespaces and Istio's security
+/// policies, and `get replicasets`.
 fn check_audit_rbac(objects: &[Value]) {
     let role = only(objects, "ClusterRole", "audit");
     assert_eq!(
         role["rules"],
         serde_json::json!([
-            {"apiGroups": [""], "resources": ["pods", "services"], "verbs": ["list"]},
-            {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get"]}
+            {"apiGroups": [""], "resources": ["pods", "services", "namespaces"], "verbs": ["list"]},
+            {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get"]},
+            {"apiGroups": ["security.istio.io"], "resources": ["peerauthentications", "authorizationpolicies"],
+             "verbs": ["list"]}
         ]),
         "audit: least privilege"
     );

@@ -106,12 +106,21 @@ pub enum Outcome {
     Skip,
 }
 
+/// How grave a result is (both report APIs accept these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    High,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReportResult {
     pub source: &'static str,
     pub policy: &'static str,
     pub rule: &'static str,
     pub result: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
     pub message: String,
     pub resources: Vec<ObjectReference>,
     pub properties: BTreeMap<&'static str, String>,
@@ -214,8 +223,9 @@ impl ReportBuilder {
 
     fn result(&self, row: &AuditRow) -> Option<ReportResult> {
         let (outcome, message) = match row.status {
-            AuditStatus::AtRisk => (Outcome::Fail, row.fix.clone()),
+            AuditStatus::AtRisk | AuditStatus::Exposed => (Outcome::Fail, row.fix.clone()),
             AuditStatus::WouldPatch => (Outcome::Warn, row.fix.clone()),
+            AuditStatus::Protected if !row.kept.is_empty() => (Outcome::Pass, row.reason.clone()),
             AuditStatus::Protected => (
                 Outcome::Pass,
                 format!(
@@ -245,6 +255,8 @@ impl ReportBuilder {
             policy: MANAGER,
             rule: RULE,
             result: outcome,
+            // A port open to anyone where the operator asked for identity.
+            severity: (row.status == AuditStatus::Exposed).then_some(Severity::High),
             message,
             resources: vec![ObjectReference {
                 api_version: row.resource.api_version(),

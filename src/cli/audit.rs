@@ -147,7 +147,7 @@ impl ReportTarget {
     }
 }
 
-/// Exit codes: 0 nothing at risk, 1 something at risk, 2 errors. With `--apply`: 0 once the
+/// Exit codes: 0 nothing at risk, 1 something at risk or exposed, 2 errors. With `--apply`: 0 once the
 /// reports are written, 1 only with `--fail-on-risk`.
 pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     if args.apply && args.output != Output::Policyreport {
@@ -189,7 +189,14 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             },
         },
     };
-    let auditor = Auditor::new(client, namespace.as_deref(), args.page_size, &config);
+    let mesh = match audit::mesh::read(&client, &config).await {
+        Ok(mesh) => mesh,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let auditor = Auditor::new(client, namespace.as_deref(), args.page_size, &config, mesh);
     let mut progress = ProgressReport::new(args.quiet);
     let (result, listed) = stream(auditor, sink, &mut progress).await;
     progress.finish(&listed);

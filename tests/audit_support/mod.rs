@@ -303,6 +303,9 @@ pub struct Calls {
     pub forbid_all_services: Arc<AtomicBool>,
     pub report_requests: Arc<Mutex<Vec<Request>>>,
     pub reports: Arc<Mutex<Reports>>,
+    /// PeerAuthentications and AuthorizationPolicies (`security.istio.io/v1`); the group is
+    /// served only when some are set.
+    pub policies: Arc<Mutex<Vec<Value>>>,
 }
 
 type JsonResponse = (StatusCode, [(header::HeaderName, &'static str); 1], String);
@@ -569,6 +572,71 @@ async fn list_reports(
     )
 }
 
+/// The namespaces the pods and Services live in, metadata only (as `list_metadata` asks).
+async fn list_namespaces() -> JsonResponse {
+    let items: Vec<Value> = ["jobs", "mail", "outbox", "web"]
+        .iter()
+        .map(|name| json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                           "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}}))
+        .collect();
+    json_response(
+        json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                         "metadata": {"resourceVersion": "4712"}, "items": items}),
+    )
+}
+
+fn not_found() -> JsonResponse {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+               "message": "the server could not find the requested resource", "code": 404})
+        .to_string(),
+    )
+}
+
+/// Discovery of `security.istio.io/v1`: served once policies are set (Istio's CRDs installed).
+async fn security_resources(State(calls): State<Calls>) -> JsonResponse {
+    if calls.policies.lock().unwrap().is_empty() {
+        return not_found();
+    }
+    let resources: Vec<Value> = [
+        ("peerauthentications", "PeerAuthentication"),
+        ("authorizationpolicies", "AuthorizationPolicy"),
+    ]
+    .iter()
+    .map(|(name, kind)| {
+        json!({"name": name, "singularName": kind.to_lowercase(), "namespaced": true,
+                               "kind": kind, "verbs": ["get", "list", "watch"]})
+    })
+    .collect();
+    json_response(json!({"kind": "APIResourceList", "apiVersion": "v1",
+                         "groupVersion": "security.istio.io/v1", "resources": resources}))
+}
+
+async fn list_security_policies(
+    State(calls): State<Calls>,
+    Path(plural): Path<String>,
+) -> JsonResponse {
+    let kind = match plural.as_str() {
+        "peerauthentications" => "PeerAuthentication",
+        "authorizationpolicies" => "AuthorizationPolicy",
+        _ => return not_found(),
+    };
+    let items: Vec<Value> = calls
+        .policies
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == kind)
+        .cloned()
+        .collect();
+    json_response(
+        json!({"kind": format!("{kind}List"), "apiVersion": "security.istio.io/v1",
+                         "metadata": {"resourceVersion": "4714"}, "items": items}),
+    )
+}
+
 pub struct StubApi {
     pub addr: SocketAddr,
     pub ca_pem: String,
@@ -591,6 +659,7 @@ pub async fn stub_api_with(pods: PodSource) -> StubApi {
         forbid_all_services: Arc::default(),
         report_requests: Arc::default(),
         reports: Arc::default(),
+        policies: Arc::default(),
     };
     let router = Router::new()
         .route("/api/v1/pods", get(list_pods))
@@ -612,6 +681,12 @@ pub async fn stub_api_with(pods: PodSource) -> StubApi {
             axum::routing::patch(apply_report).delete(delete_report),
         )
         .route("/apis/{group}/{version}/{plural}", get(list_reports))
+        .route("/api/v1/namespaces", get(list_namespaces))
+        .route("/apis/security.istio.io/v1", get(security_resources))
+        .route(
+            "/apis/security.istio.io/v1/{plural}",
+            get(list_security_policies),
+        )
         .with_state(calls.clone());
     let server = https_stub::StubApi::start(router).await;
     StubApi {

@@ -123,7 +123,43 @@ pub fn check_overlay<'a>(overlay: &str, objects: &'a [Value]) -> &'a Value {
         volumes.iter().any(|v| v["secret"]["secretName"] == SECRET),
         "{overlay}: the Deployment mounts the Secret {SECRET}"
     );
+    check_webhook_rbac(overlay, objects, pod);
     configuration
+}
+
+/// `serve` lists and watches exactly what its mesh state is made of, with its own token, and
+/// knows its namespace.
+fn check_webhook_rbac(overlay: &str, objects: &[Value], pod: &Value) {
+    let role = named(objects, "ClusterRole", SERVICE, overlay);
+    assert_eq!(
+        role["rules"],
+        json!([
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["security.istio.io"], "resources": ["peerauthentications", "authorizationpolicies"],
+             "verbs": ["list", "watch"]}
+        ]),
+        "{overlay}: the webhook's role is read-only, on exactly its mesh state"
+    );
+    let binding = named(objects, "ClusterRoleBinding", SERVICE, overlay);
+    assert_eq!(binding["roleRef"]["name"], SERVICE, "{overlay}");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": SERVICE, "namespace": NAMESPACE}]),
+        "{overlay}"
+    );
+    assert_ne!(
+        pod["spec"]["automountServiceAccountToken"], false,
+        "{overlay}: serve needs its token to read the mesh state"
+    );
+    let env = &pod["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["name"] == "POD_NAMESPACE"
+                && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"),
+        "{overlay}: POD_NAMESPACE names the namespace never patched"
+    );
 }
 
 /// What holds for every webhook serverfirst installs, whatever the overlay.

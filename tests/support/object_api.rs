@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 /// (group, version, resource, kind, namespaced) of every kind the stub knows.
-const KINDS: [(&str, &str, &str, &str, bool); 11] = [
+const KINDS: [(&str, &str, &str, &str, bool); 13] = [
     ("", "v1", "configmaps", "ConfigMap", true),
     ("", "v1", "namespaces", "Namespace", false),
     ("", "v1", "secrets", "Secret", true),
@@ -28,6 +28,20 @@ const KINDS: [(&str, &str, &str, &str, bool); 11] = [
         false,
     ),
     ("apps", "v1", "deployments", "Deployment", true),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "ClusterRole",
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "ClusterRoleBinding",
+        false,
+    ),
     ("cert-manager.io", "v1", "certificates", "Certificate", true),
     ("cert-manager.io", "v1", "issuers", "Issuer", true),
     (
