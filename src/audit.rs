@@ -26,6 +26,7 @@ use serde_json::value::RawValue;
 use crate::companions::desired;
 use crate::config::Config;
 use crate::manifests::companions as offline;
+use crate::manifests::exposure;
 use crate::mesh::service::{ServiceDecision, decide_service, meshes_for_service};
 use crate::mesh::{Change, Decision, Mesh, Plan, RECORD_KEY, decide};
 use crate::mesh_state::{Enforcement, MeshState};
@@ -347,6 +348,8 @@ pub struct SelectablePod {
     pub excluded: PortSet,
     /// Container port name → number, for Services that target ports by name.
     pub named_ports: BTreeMap<String, u16>,
+    /// The ports the pod keeps in the mesh, with why (its row's `kept`).
+    pub kept: BTreeMap<u16, String>,
 }
 
 impl SelectablePod {
@@ -381,6 +384,7 @@ impl SelectablePod {
             sidecar: has_sidecar(pod),
             excluded,
             named_ports,
+            kept: BTreeMap::new(),
         }
     }
 
@@ -391,6 +395,7 @@ impl SelectablePod {
             labels: self.labels.clone(),
             named_ports: self.named_ports.clone(),
             excluded: self.excluded.clone(),
+            kept: self.kept.clone(),
         }
     }
 }
@@ -664,7 +669,11 @@ impl<'c> Auditor<'c> {
         if let Some(restart) = restart_command(&audit) {
             audit.fix = format!("{restart}; {}", audit.fix);
         }
-        Ok((audit, SelectablePod::of(&view)))
+        let selectable = SelectablePod {
+            kept: audit.kept.clone(),
+            ..SelectablePod::of(&view)
+        };
+        Ok((audit, selectable))
     }
 }
 
@@ -797,12 +806,16 @@ impl Auditor<'_> {
             let identity: ServiceIdentity = serde_json::from_str(item.get()).map_err(unreadable)?;
             let mut row = classify_service(&view, &identity.spec.selector, pods, self.config);
             row.resource.set_uid(identity.metadata.uid);
-            if self.istio
-                && !pods.is_empty()
+            if !pods.is_empty()
                 && let Ok(value) = serde_json::from_str::<serde_json::Value>(item.get())
                 && let Some(service) = offline::Service::from_value(&value)
             {
-                row.companion = service_companion(&service, pods);
+                if self.istio {
+                    row.companion = service_companion(&service, pods);
+                }
+                row.warnings.extend(pods.iter().filter_map(|pod| {
+                    exposure::outside_clients_refused(&service, &pod.workload(&service.namespace))
+                }));
             }
             rows.push(row);
         }

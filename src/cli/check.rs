@@ -33,6 +33,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mesh = manifests::mesh_state(&sources, &config);
     let mut rows = check_sources(&sources, &config, &mesh);
     manifests::attach_companions(&mut rows, &sources, &config, &mesh);
+    manifests::attach_exposure_warnings(&mut rows, &sources, &config, &mesh);
     let listed: Vec<&Row> = rows
         .iter()
         .filter(|row| args.show_all || !row.without_template)
@@ -118,8 +119,13 @@ fn text(rows: &[&Row]) -> String {
 
 pub(super) fn summary(rows: &[Row]) -> String {
     let count = |status| rows.iter().filter(|r| r.status == status).count();
+    // Exposed objects are named only where there are any: most manifests have none.
+    let exposed = match count(Status::Exposed) {
+        0 => String::new(),
+        n => format!("{n} exposed, "),
+    };
     let mut summary = format!(
-        "{} objects: {} would-patch, {} protected, {} not-applicable, {} errors",
+        "{} objects: {exposed}{} would-patch, {} protected, {} not-applicable, {} errors",
         rows.len(),
         count(Status::WouldPatch),
         count(Status::Protected),

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::companions::desired;
 use crate::ports::{PortSet, phrase};
 
-/// A pod template whose inbound ports serverfirst excludes.
+/// A pod template whose inbound server-first ports serverfirst excludes or keeps.
 #[derive(Debug, Clone)]
 pub struct Workload {
     pub namespace: String,
@@ -22,6 +22,8 @@ pub struct Workload {
     /// Container port name → number, for Services that target ports by name.
     pub named_ports: BTreeMap<String, u16>,
     pub excluded: PortSet,
+    /// Ports kept in the mesh, with why (`STRICT by mail/default`).
+    pub kept: BTreeMap<u16, String>,
 }
 
 /// A Service: what it selects and which ports it forwards where.
@@ -32,11 +34,19 @@ pub struct Service {
     pub selector: BTreeMap<String, String>,
     /// (service port, target port: number or name; absent means the same number)
     pub ports: Vec<(u16, Option<Value>)>,
+    /// `LoadBalancer` or `NodePort`: the Service is for clients outside the cluster too.
+    pub outside_type: Option<String>,
 }
 
 impl Workload {
-    /// The workload `object` whose pod `template` gets `excluded` taken out of capture.
-    pub fn new(object: &Value, template: &Value, excluded: PortSet) -> Workload {
+    /// The workload `object` whose pod `template` gets `excluded` taken out of capture and
+    /// `kept` in the mesh.
+    pub fn new(
+        object: &Value,
+        template: &Value,
+        excluded: PortSet,
+        kept: BTreeMap<u16, String>,
+    ) -> Workload {
         let named_ports = template
             .pointer("/spec/containers")
             .and_then(Value::as_array)
@@ -57,6 +67,7 @@ impl Workload {
             labels: string_map(template.pointer("/metadata/labels")),
             named_ports,
             excluded,
+            kept,
         }
     }
 }
@@ -89,17 +100,23 @@ impl Service {
                     .collect()
             })
             .unwrap_or_default();
+        let outside_type = value
+            .pointer("/spec/type")
+            .and_then(Value::as_str)
+            .filter(|kind| ["LoadBalancer", "NodePort"].contains(kind))
+            .map(str::to_string);
         Some(Service {
             namespace: text(value.pointer("/metadata/namespace")),
             name: text(value.pointer("/metadata/name")),
             selector,
             ports,
+            outside_type,
         })
     }
 
     /// This Service's ports with the workload behind each (when it selects it), resolved to the
     /// container port number they forward to.
-    fn ports_to(&self, workload: &Workload) -> Vec<desired::ServicePort> {
+    pub(crate) fn ports_to(&self, workload: &Workload) -> Vec<desired::ServicePort> {
         let selects = self.namespace == workload.namespace
             && self
                 .selector
@@ -198,6 +215,7 @@ mod tests {
             labels: BTreeMap::from([("app".into(), "mox".into()), ("tier".into(), "mail".into())]),
             named_ports: BTreeMap::from([("submission".into(), 587)]),
             excluded: [25, 587].into_iter().collect(),
+            kept: BTreeMap::new(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! and the others are still processed. Rendering rewrites only the documents that change; the
 //! rest are written back byte for byte (comments included).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,7 @@ use crate::service::ServiceView;
 
 pub mod companions;
 mod documents;
+pub mod exposure;
 mod text_edit;
 
 pub use documents::{RawDocument, Unreadable, parse_document, split_documents};
@@ -260,8 +262,11 @@ pub struct AnnotationOut {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
-    /// Server-first ports present and not captured.
+    /// Server-first ports present, and not captured or kept in the mesh where it enforces
+    /// identity.
     Protected,
+    /// A server-first port is excluded from capture where the mesh enforces identity on it.
+    Exposed,
     /// serverfirst would change it.
     WouldPatch,
     /// Nothing server-first, skipped on purpose, or no pod template.
@@ -274,6 +279,7 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Protected => "protected",
+            Status::Exposed => "exposed",
             Status::WouldPatch => "would-patch",
             Status::NotApplicable => "not-applicable",
             Status::Error => "error",
@@ -362,11 +368,15 @@ impl Row {
                     }
                     Decision::Planned(plan) => {
                         row.ports = plan.ports.iter().copied().collect();
-                        row.status = if plan.changes.is_empty() {
-                            Status::Protected
-                        } else {
-                            Status::WouldPatch
+                        row.status = match (plan.exposed.is_empty(), plan.changes.is_empty()) {
+                            (false, _) => Status::Exposed,
+                            (true, true) => Status::Protected,
+                            (true, false) => Status::WouldPatch,
                         };
+                        let kept = plan.capture_summary();
+                        if plan.kept().next().is_some() {
+                            row.notes.push(kept);
+                        }
                         row.changes = plan
                             .changes
                             .iter()
@@ -662,6 +672,64 @@ pub fn attach_companions(
     if !config.meshes.explicit.contains(&Mesh::Istio) && !config.meshes.auto {
         return Vec::new();
     }
+    let (services, workloads) = services_and_workloads(sources, config, mesh);
+    let services: Vec<companions::Service> = services.into_iter().map(|(_, s)| s).collect();
+    let mut rules = Vec::new();
+    for (at, workload) in workloads {
+        let found = companions::destination_rules(&workload, &services);
+        let advice: Vec<String> = found.iter().map(companions::advice).collect();
+        for row in rows.iter_mut().filter(|row| at.is(row)) {
+            row.companions.extend(advice.iter().cloned());
+        }
+        rules.extend(found);
+    }
+    rules
+}
+
+/// Warns on each `LoadBalancer` or `NodePort` Service that offers a port its workloads keep in
+/// the mesh: clients outside the mesh are refused there ([`exposure`]).
+pub fn attach_exposure_warnings(
+    rows: &mut [Row],
+    sources: &[Source],
+    config: &Config,
+    mesh: &MeshState,
+) {
+    let (services, workloads) = services_and_workloads(sources, config, mesh);
+    for (at, service) in services {
+        let warnings: Vec<String> = workloads
+            .iter()
+            .filter_map(|(_, workload)| exposure::outside_clients_refused(&service, workload))
+            .collect();
+        for row in rows.iter_mut().filter(|row| at.is(row)) {
+            row.warnings.extend(warnings.iter().cloned());
+        }
+    }
+}
+
+/// Where an object sits among the sources: file, document, item of a `List`.
+struct Place<'s> {
+    file: &'s str,
+    document: usize,
+    item: Option<usize>,
+}
+
+impl Place<'_> {
+    fn is(&self, row: &Row) -> bool {
+        row.file == self.file && row.document == self.document && row.item == self.item
+    }
+}
+
+/// The Services (with a selector) and the workloads with server-first ports of every readable
+/// source, with where each sits.
+#[allow(clippy::type_complexity)]
+fn services_and_workloads<'s>(
+    sources: &'s [Source],
+    config: &Config,
+    mesh: &MeshState,
+) -> (
+    Vec<(Place<'s>, companions::Service)>,
+    Vec<(Place<'s>, companions::Workload)>,
+) {
     let mut services = Vec::new();
     let mut workloads = Vec::new();
     for source in sources {
@@ -673,33 +741,26 @@ pub fn attach_companions(
                 continue;
             };
             for (item, object) in objects(&value) {
+                let at = Place {
+                    file,
+                    document: index + 1,
+                    item,
+                };
                 match companions::Service::from_value(object) {
-                    Some(service) => services.push(service),
+                    Some(service) => services.push((at, service)),
                     None => {
                         if let Some(workload) = workload(object, config, mesh) {
-                            workloads.push(((file, index + 1, item), workload));
+                            workloads.push((at, workload));
                         }
                     }
                 }
             }
         }
     }
-    let mut rules = Vec::new();
-    for ((file, document, item), workload) in workloads {
-        let found = companions::destination_rules(&workload, &services);
-        let advice: Vec<String> = found.iter().map(companions::advice).collect();
-        for row in rows
-            .iter_mut()
-            .filter(|r| r.file == file && r.document == document && r.item == item)
-        {
-            row.companions.extend(advice.iter().cloned());
-        }
-        rules.extend(found);
-    }
-    rules
+    (services, workloads)
 }
 
-/// The workload view of an object whose pod template has excluded inbound ports.
+/// The workload view of an object whose pod template has server-first ports excluded or kept.
 fn workload(object: &Value, config: &Config, mesh: &MeshState) -> Option<companions::Workload> {
     let template = template(object, template_path(value_kind_of(object))?).ok()?;
     let namespace = object
@@ -711,14 +772,24 @@ fn workload(object: &Value, config: &Config, mesh: &MeshState) -> Option<compani
         return None;
     };
     let excluded = plan.excluded();
-    (!excluded.is_empty()).then(|| companions::Workload::new(object, template, excluded))
+    let kept: BTreeMap<u16, String> = plan
+        .kept()
+        .filter(|(port, _)| !plan.exposed.contains_key(port))
+        .map(|(port, reason)| (port, reason.to_string()))
+        .collect();
+    (!excluded.is_empty() || !kept.is_empty())
+        .then(|| companions::Workload::new(object, template, excluded, kept))
 }
 
-/// Exit code of `check`/`render`/`audit`: 2 on errors, 1 when something needs a change, else 0.
+/// Exit code of `check`/`render`: 2 on errors, 1 when something needs a change or is exposed,
+/// else 0.
 pub fn exit_code(rows: &[Row]) -> u8 {
     if rows.iter().any(|r| r.status == Status::Error) {
         2
-    } else if rows.iter().any(|r| r.status == Status::WouldPatch) {
+    } else if rows
+        .iter()
+        .any(|r| matches!(r.status, Status::WouldPatch | Status::Exposed))
+    {
         1
     } else {
         0
