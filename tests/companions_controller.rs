@@ -18,7 +18,13 @@ use kube::{Client, Resource};
 use serde_json::{Value, json};
 use serverfirst::companions::controller::{self, Context, Stores};
 use serverfirst::metrics::{CompanionMetrics, Exposition as _};
+use tokio_util::sync::CancellationToken;
 use tower_test::mock::{self, Handle};
+
+#[path = "support/mock_cluster.rs"]
+mod mock_cluster;
+
+use mock_cluster::{MockCluster, PODS, RULES, SERVICES, SLICES};
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
@@ -497,158 +503,112 @@ async fn discovery_prefers_v1_and_falls_back_to_v1beta1() {
 /// resourceVersion (pods as metadata only), and applies the rule once the caches are filled.
 #[tokio::test]
 async fn the_running_controller_lists_watches_and_applies_the_rule() {
-    use tokio::sync::mpsc;
-    use tokio_util::sync::CancellationToken;
-
-    fn list(kind: &str, api_version: &str, items: Vec<Value>) -> Value {
-        json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": "4711"}, "items": items})
-    }
-    let pod_meta = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"name": "mox-0", "namespace": "mail", "resourceVersion": "90",
-            "annotations": {"serverfirst.dev/excluded-ports": "25"}}});
-    let lists = [
-        (
-            "/api/v1/services",
-            list(
-                "ServiceList",
-                "v1",
-                vec![serde_json::to_value(service()).unwrap()],
-            ),
-        ),
-        (
-            "/apis/discovery.k8s.io/v1/endpointslices",
-            list(
-                "EndpointSliceList",
-                "discovery.k8s.io/v1",
-                vec![serde_json::to_value(slice(&["mox-0"])).unwrap()],
-            ),
-        ),
-        (
-            "/api/v1/pods",
-            list(
-                "PartialObjectMetadataList",
-                "meta.k8s.io/v1",
-                vec![pod_meta],
-            ),
-        ),
-        (
-            "/apis/networking.istio.io/v1/destinationrules",
-            list("DestinationRuleList", "networking.istio.io/v1", vec![]),
-        ),
-    ];
-
-    let (mock_service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(mock_service, "default");
-    let (writes_tx, mut writes) = mpsc::unbounded_channel::<Seen>();
-    let reads = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
-    let server_reads = reads.clone();
-    let paths: Vec<&str> = lists.iter().map(|(path, _)| *path).collect();
-    let server = tokio::spawn(async move {
-        // Watches stay open without events: the controller acts on what it listed.
-        let mut held = Vec::new();
-        while let Some((request, send)) = handle.next_request().await {
-            let uri = request.uri().clone();
-            if request.method() != "GET" {
-                let content_type = header(&request, "content-type");
-                let bytes = request.into_body().collect().await.unwrap().to_bytes();
-                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                send.send_response(
-                    Response::builder()
-                        .body(Body::from(bytes.to_vec()))
-                        .unwrap(),
-                );
-                let _ = writes_tx.send(Seen {
-                    method: "write".into(),
-                    uri: uri.to_string(),
-                    content_type,
-                    body,
-                });
-                continue;
-            }
-            let accept = header(&request, "accept");
-            server_reads.lock().unwrap().push((uri.to_string(), accept));
-            if uri.query().unwrap_or_default().contains("watch=true") {
-                held.push(send);
-                continue;
-            }
-            let found = lists.iter().find(|(path, _)| *path == uri.path());
-            let response = match found {
-                Some((_, list)) => {
-                    Response::builder().body(Body::from(serde_json::to_vec(list).unwrap()))
-                }
-                None => Response::builder()
-                    .status(404)
-                    .body(Body::from(b"{}".to_vec())),
-            };
-            send.send_response(response.unwrap());
-        }
-    });
-
-    let shutdown = CancellationToken::new();
-    let metrics = Arc::new(CompanionMetrics::new());
-    let run = tokio::spawn(controller::run(
-        client,
-        rules_api(),
-        None,
-        Some("companions-0".into()),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
-    let first = tokio::time::timeout(Duration::from_secs(10), writes.recv())
-        .await
-        .expect("a write within 10s")
-        .unwrap();
+    let started = tokio::time::Instant::now();
+    let (cluster, run, shutdown, metrics) =
+        start_controller(mail_cluster(Some("25")), None, |_| {});
+    let write = cluster.write_after(started, Duration::from_secs(10)).await;
     assert_eq!(
-        first.uri,
+        write.uri,
         format!("{RULES_PATH}/mox-serverfirst?&fieldManager=serverfirst")
     );
-    assert_eq!(first.content_type, "application/apply-patch+yaml");
-    assert_eq!(first.body, applied(&[25]));
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .expect("the controller stops on shutdown")
-        .unwrap();
-    // Any further write is the same apply (its own rule never reached the held watch).
-    while let Ok(write) = writes.try_recv() {
-        assert_eq!(
-            (write.uri, write.body),
-            (first.uri.clone(), first.body.clone())
-        );
-    }
-    server.abort();
+    assert_eq!(write.content_type, "application/apply-patch+yaml");
+    assert_eq!(write.body, applied(&[25]));
+    let watched = [SERVICES, SLICES, PODS, RULES];
+    cluster
+        .wait_for_watches(&watched, Duration::from_secs(10))
+        .await;
+    stop(run, shutdown).await;
 
-    let reads = reads.lock().unwrap().clone();
-    for path in paths {
-        assert!(
-            reads
-                .iter()
-                .any(|(uri, _)| *uri == format!("{path}?&limit=500")),
-            "{path} listed in pages: {reads:?}"
-        );
+    let seen = cluster.seen();
+    let writes: Vec<_> = seen.iter().filter(|s| s.method != "GET").collect();
+    assert_eq!(
+        writes.len(),
+        1,
+        "one apply; its own rule then is up to date: {writes:?}"
+    );
+    for path in watched {
+        let list = seen
+            .iter()
+            .find(|s| s.uri == format!("{path}?&limit=500"))
+            .unwrap_or_else(|| panic!("{path} listed in pages: {seen:?}"));
+        let version = list.answered_version.as_deref().unwrap();
         let watch = format!(
-            "{path}?&watch=true&timeoutSeconds=290&allowWatchBookmarks=true&resourceVersion=4711"
+            "{path}?&watch=true&timeoutSeconds=290&allowWatchBookmarks=true&resourceVersion={version}"
         );
         assert!(
-            reads.iter().any(|(uri, _)| *uri == watch),
-            "{path} watched from the list's resourceVersion: {reads:?}"
+            seen.iter().any(|s| s.uri == watch),
+            "{path} watched from the list's resourceVersion: {seen:?}"
         );
     }
-    let pod_reads: Vec<&String> = reads
-        .iter()
-        .filter(|(uri, _)| uri.starts_with("/api/v1/pods"))
-        .map(|(_, accept)| accept)
-        .collect();
+    let pod_reads: Vec<_> = seen.iter().filter(|s| s.path() == PODS).collect();
     assert!(!pod_reads.is_empty());
-    for accept in pod_reads {
+    for read in pod_reads {
         assert!(
-            accept.contains("as=PartialObjectMetadata"),
-            "pods as metadata only: {accept}"
+            read.accept.contains("as=PartialObjectMetadata"),
+            "pods as metadata only: {}",
+            read.accept
         );
     }
     assert!(
         metrics
             .exposition()
-            .contains(r#"serverfirst_companions_destinationrules_total{action="applied"}"#)
+            .contains(r#"serverfirst_companions_destinationrules_total{action="applied"} 1"#)
     );
+}
+
+/// A full Pod as the API server stores it (the controller reads it as metadata only).
+fn stored_pod(name: &str, excluded: Option<&str>) -> Value {
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "mail"}});
+    if let Some(ports) = excluded {
+        pod["metadata"]["annotations"] = json!({"serverfirst.dev/excluded-ports": ports});
+    }
+    pod
+}
+
+/// The mox Service with one slice listing `mox-0`, whose pod records `excluded`.
+fn mail_cluster(excluded: Option<&str>) -> Vec<Value> {
+    vec![
+        serde_json::to_value(service()).unwrap(),
+        serde_json::to_value(slice(&["mox-0"])).unwrap(),
+        stored_pod("mox-0", excluded),
+    ]
+}
+
+/// The controller on kube's mocked service, served by a [`MockCluster`] of `objects` that
+/// `prepare` may change before the controller's first request.
+fn start_controller(
+    objects: Vec<Value>,
+    namespace_selector: Option<&str>,
+    prepare: impl FnOnce(&MockCluster),
+) -> (
+    MockCluster,
+    tokio::task::JoinHandle<()>,
+    CancellationToken,
+    Arc<CompanionMetrics>,
+) {
+    let (mock_service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let cluster = MockCluster::start(handle, objects);
+    prepare(&cluster);
+    let shutdown = CancellationToken::new();
+    let metrics = Arc::new(CompanionMetrics::new());
+    let run = tokio::spawn(controller::run(
+        Client::new(mock_service, "default"),
+        rules_api(),
+        namespace_selector.map(str::to_string),
+        Some("companions-0".into()),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    (cluster, run, shutdown, metrics)
+}
+
+async fn stop(run: tokio::task::JoinHandle<()>, shutdown: CancellationToken) -> Duration {
+    let asked = tokio::time::Instant::now();
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the controller stops within 10s of shutdown")
+        .unwrap();
+    asked.elapsed()
 }
