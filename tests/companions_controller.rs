@@ -24,7 +24,7 @@ use tower_test::mock::{self, Handle};
 #[path = "support/mock_cluster.rs"]
 mod mock_cluster;
 
-use mock_cluster::{MockCluster, PODS, RULES, SERVICES, SLICES};
+use mock_cluster::{MockCluster, NAMESPACES, PODS, RULES, SERVICES, SLICES};
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
@@ -566,6 +566,10 @@ fn stored_pod(name: &str, excluded: Option<&str>) -> Value {
     pod
 }
 
+fn stored_namespace(labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "mail", "labels": labels}})
+}
+
 /// The mox Service with one slice listing `mox-0`, whose pod records `excluded`.
 fn mail_cluster(excluded: Option<&str>) -> Vec<Value> {
     vec![
@@ -611,4 +615,100 @@ async fn stop(run: tokio::task::JoinHandle<()>, shutdown: CancellationToken) -> 
         .expect("the controller stops within 10s of shutdown")
         .unwrap();
     asked.elapsed()
+}
+
+/// In a real cluster every watch ends after `timeoutSeconds` and, once its resourceVersion is
+/// compacted, is answered `410 Gone`; all of them at once, since they started together. Each
+/// must relist at once (no backoff: nothing failed), round after round, and a change made while
+/// the watches were down must be applied within 10 s of the relist.
+#[tokio::test]
+async fn after_410_gone_every_watch_relists_at_once_and_a_change_is_applied_within_10s() {
+    let watched = [SERVICES, SLICES, PODS, RULES];
+    let (cluster, run, shutdown, _) = start_controller(mail_cluster(None), None, |_| {});
+    cluster
+        .wait_for_watches(&watched, Duration::from_secs(10))
+        .await;
+    let mut last_expiry = None;
+    for round in 1..=3 {
+        let expired = cluster.expire_watches();
+        if round == 3 {
+            // Made while the watches are down: only a relist can see it.
+            cluster.put(stored_pod("mox-0", Some("25")));
+        }
+        cluster
+            .wait_for_watches(&watched, Duration::from_secs(120))
+            .await;
+        let seen = cluster.seen();
+        let mut delays = Vec::new();
+        for path in watched {
+            let gone = seen
+                .iter()
+                .find(|s| s.at >= expired && s.is_watch() && s.path() == path)
+                .unwrap_or_else(|| panic!("{path} watched again after the expiry"));
+            let relist = seen
+                .iter()
+                .find(|s| s.at >= gone.at && s.is_list() && s.path() == path)
+                .unwrap_or_else(|| panic!("{path} listed again after 410"));
+            delays.push((path, relist.at - gone.at));
+        }
+        eprintln!("round {round}: 410 → relist {delays:?}");
+        for (path, delay) in delays {
+            assert!(
+                delay < Duration::from_millis(500),
+                "round {round}: {path} relisted {delay:?} after its 410, not at once"
+            );
+        }
+        last_expiry = Some(expired);
+    }
+    let expired = last_expiry.unwrap();
+    let seen = cluster.seen();
+    let pods_relisted = seen
+        .iter()
+        .find(|s| s.at >= expired && s.is_list() && s.path() == PODS)
+        .unwrap()
+        .at;
+    let write = cluster.write_after(expired, Duration::from_secs(60)).await;
+    let delay = write.at - pods_relisted;
+    eprintln!("pods relist → applied rule: {delay:?}");
+    assert!(
+        delay <= Duration::from_secs(10),
+        "the change seen by the relist was applied {delay:?} after it"
+    );
+    assert_eq!(
+        (write.method.as_str(), write.uri.as_str()),
+        (
+            "PATCH",
+            format!("{RULES_PATH}/mox-serverfirst?&fieldManager=serverfirst").as_str()
+        )
+    );
+    assert_eq!(write.body, applied(&[25]));
+    stop(run, shutdown).await;
+}
+
+/// The same while the watches relist after expiring together (every few minutes): the
+/// namespace watch too relists at once, so the label still brings the rules within 10 s.
+#[tokio::test]
+async fn a_namespace_labelled_while_the_watches_relist_gets_its_rules_within_10s() {
+    let mut objects = mail_cluster(Some("25"));
+    objects.push(stored_namespace(json!({"team": "mail"})));
+    let (cluster, run, shutdown, _) =
+        start_controller(objects, Some("serverfirst.dev/mode=enforce"), |_| {});
+    let watched = [SERVICES, SLICES, PODS, RULES, NAMESPACES];
+    cluster
+        .wait_for_watches(&watched, Duration::from_secs(10))
+        .await;
+    cluster.expire_watches();
+    let labelled = tokio::time::Instant::now();
+    cluster.put(stored_namespace(
+        json!({"team": "mail", "serverfirst.dev/mode": "enforce"}),
+    ));
+    let write = cluster.write_after(labelled, Duration::from_secs(60)).await;
+    let delay = write.at - labelled;
+    eprintln!("namespace label while relisting → applied rule: {delay:?}");
+    assert!(
+        delay <= Duration::from_secs(10),
+        "rule applied {delay:?} after the label"
+    );
+    assert_eq!(write.body, applied(&[25]));
+    stop(run, shutdown).await;
 }

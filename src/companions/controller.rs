@@ -7,8 +7,8 @@
 //!   in the meantime makes the apply fail instead of being taken over.
 //! - Deletes carry the cached rule's uid and resourceVersion as preconditions: only the
 //!   labelled object that was looked at can go.
-//! - Reconcile errors back off per Service with the runtime's [`DefaultBackoff`]; the watches
-//!   use the runtime's own trigger backoff.
+//! - Reconcile errors back off per Service with the runtime's [`DefaultBackoff`]; each watch
+//!   follows [`crate::watch`]: it relists at once after `410 Gone` and backs off on failures.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -35,6 +35,7 @@ use super::desired::{self, RuleView, ServiceRef, Subject};
 use crate::mesh::RECORD_KEY;
 use crate::metrics::{CompanionMetrics, ReconcileResult, RuleAction};
 use crate::ports::{PortSet, parse_port_list};
+use crate::watch::{NoPause, backoff_on_failures};
 
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "serverfirst";
@@ -186,18 +187,26 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let config = watcher::Config::default();
+    let (services, services_writer) = reflector::store::<Service>();
+    // As `Controller::new` does, with this crate's watch policy.
+    let service_events =
+        backoff_on_failures(watcher(Api::<Service>::all(client.clone()), config.clone()))
+            .reflect(services_writer)
+            .applied_objects();
+
     let (slices, slices_writer) = reflector::store::<EndpointSlice>();
-    let slice_events = watcher(Api::<EndpointSlice>::all(client.clone()), config.clone())
-        .default_backoff()
-        .reflect(slices_writer)
-        .touched_objects();
+    let slice_events = backoff_on_failures(watcher(
+        Api::<EndpointSlice>::all(client.clone()),
+        config.clone(),
+    ))
+    .reflect(slices_writer)
+    .touched_objects();
 
     let (pods, pods_writer) = reflector::store::<PartialObjectMeta<Pod>>();
-    let pod_events = watcher(
+    let pod_events = backoff_on_failures(watcher(
         Api::<PartialObjectMeta<Pod>>::all(client.clone()),
         config.clone(),
-    )
-    .default_backoff()
+    ))
     .modify(keep_only_the_record)
     .reflect(pods_writer)
     .touched_objects()
@@ -205,16 +214,13 @@ pub async fn run(
 
     let rules_writer = reflector::store::Writer::<DynamicObject>::new(rules.clone());
     let rules_store = rules_writer.as_reader();
-    let rule_events = watcher(
+    let rule_events = backoff_on_failures(watcher(
         Api::<DynamicObject>::all_with(client.clone(), &rules),
         config.clone(),
-    )
-    .default_backoff()
+    ))
     .reflect(rules_writer)
     .touched_objects();
 
-    let controller = Controller::new(Api::<Service>::all(client.clone()), config.clone());
-    let services = controller.store();
     let mut stores = Stores {
         services: services.clone(),
         slices: slices.clone(),
@@ -222,17 +228,18 @@ pub async fn run(
         rules: rules_store,
         namespaces: None,
     };
-    let mut controller = controller
+    let mut controller = Controller::for_stream(service_events, services.clone())
+        // Each watch backs off on its own failures; one's error must not pause the others.
+        .trigger_backoff(NoPause)
         .watches_stream(slice_events, |slice| service_of_slice(&slice))
         .watches_stream(pod_events, move |pod| services_behind_pod(&slices, &pod))
         .watches_stream_with(rule_events, |rule| services_of_rule(&rule), rules.clone());
     if let Some(selector) = namespace_selector {
         let (namespaces, writer) = reflector::store::<PartialObjectMeta<Namespace>>();
-        let namespace_events = watcher(
+        let namespace_events = backoff_on_failures(watcher(
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
             watcher::Config::default().labels(&selector),
-        )
-        .default_backoff()
+        ))
         .reflect(writer)
         .touched_objects();
         stores.namespaces = Some(namespaces);
@@ -245,14 +252,17 @@ pub async fn run(
     controller
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            match result {
-                // Logged with its retry delay by `error_policy`.
-                Ok(_) | Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
-                Err(error) => tracing::warn!(%error, "controller error"),
-            }
-        })
+        .for_each(|result| async move { log_result(result) })
         .await;
+}
+
+fn log_result<T>(result: Result<T, kube::runtime::controller::Error<Error, watcher::Error>>) {
+    use kube::runtime::controller::Error as ControllerError;
+    match result {
+        // Logged with its retry delay by `error_policy` and by the watch policy.
+        Ok(_) | Err(ControllerError::ReconcilerFailed(..) | ControllerError::QueueError(_)) => {}
+        Err(error) => tracing::warn!(%error, "controller error"),
+    }
 }
 
 /// Pods are held for one annotation only, so that the cache stays small in a large cluster.
