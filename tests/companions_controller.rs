@@ -224,7 +224,17 @@ async fn next(handle: &mut ApiHandle, response: impl FnOnce(&Value) -> Value) ->
 
 /// Runs one reconcile of the Service while the API server answers `answers` requests, then
 /// checks that no further request comes.
-async fn reconcile(context: Arc<Context>, mut handle: ApiHandle, answers: usize) -> Vec<Seen> {
+async fn reconcile(context: Arc<Context>, handle: ApiHandle, answers: usize) -> Vec<Seen> {
+    reconcile_service(service(), context, handle, answers).await
+}
+
+/// [`reconcile`] of `svc`.
+async fn reconcile_service(
+    svc: Service,
+    context: Arc<Context>,
+    mut handle: ApiHandle,
+    answers: usize,
+) -> Vec<Seen> {
     let server = async move {
         let mut seen = Vec::new();
         for _ in 0..answers {
@@ -233,7 +243,7 @@ async fn reconcile(context: Arc<Context>, mut handle: ApiHandle, answers: usize)
         }
         (seen, handle)
     };
-    let svc = Arc::new(service());
+    let svc = Arc::new(svc);
     let both = async { tokio::join!(controller::reconcile(svc, context.clone()), server) };
     let (result, (seen, mut handle)) = tokio::time::timeout(Duration::from_secs(10), both)
         .await
@@ -314,11 +324,27 @@ async fn deletes_its_own_rule_when_no_port_is_left_with_preconditions() {
 }
 
 #[tokio::test]
-async fn deletes_its_own_rule_when_the_namespace_leaves_the_scope() {
-    let mut cluster = Cluster::new(vec![pod("mox-0", Some("25"))], vec![rule(own_rule(&[25]))]);
+async fn keeps_its_own_rule_unchanged_when_the_namespace_leaves_the_scope() {
+    // The pods still exclude 25 (and now 8080): their meshed clients still need the rule, so it
+    // stays as it was, neither updated nor deleted; the owner reference removes it with the
+    // Service.
+    let mut cluster = Cluster::new(
+        vec![pod("mox-0", Some("25,8080"))],
+        vec![rule(own_rule(&[25]))],
+    );
     cluster.namespaces = Some(vec!["web"]);
     let (context, handle, _) = cluster.context();
-    let seen = reconcile(context, handle, 1).await;
+    assert!(reconcile(context, handle, 0).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_skipped_service_loses_its_own_rule() {
+    let mut skipped = service();
+    skipped.metadata.annotations = Some([("serverfirst.dev/skip".into(), "true".into())].into());
+    let mut cluster = Cluster::new(vec![pod("mox-0", Some("25"))], vec![rule(own_rule(&[25]))]);
+    cluster.services = vec![skipped.clone()];
+    let (context, handle, _) = cluster.context();
+    let seen = reconcile_service(skipped, context, handle, 1).await;
     assert_eq!(
         (seen[0].method.as_str(), seen[0].uri.as_str()),
         ("DELETE", format!("{RULES_PATH}/mox-serverfirst?").as_str())
@@ -681,6 +707,53 @@ async fn after_410_gone_every_watch_relists_at_once_and_a_change_is_applied_with
             format!("{RULES_PATH}/mox-serverfirst?&fieldManager=serverfirst").as_str()
         )
     );
+    assert_eq!(write.body, applied(&[25]));
+    stop(run, shutdown).await;
+}
+
+/// kube-apiserver sends `ADDED` on a watch with a label selector when an object starts to match
+/// it: a namespace labelled into `--namespace-selector` gets its rules within 10 s.
+#[tokio::test]
+async fn a_namespace_labelled_into_the_selector_gets_its_rules_within_10s() {
+    let mut objects = mail_cluster(Some("25"));
+    objects.push(stored_namespace(json!({"team": "mail"})));
+    let (cluster, run, shutdown, metrics) =
+        start_controller(objects, Some("serverfirst.dev/mode=enforce"), |_| {});
+    cluster
+        .wait_for_watches(
+            &[SERVICES, SLICES, PODS, RULES, NAMESPACES],
+            Duration::from_secs(10),
+        )
+        .await;
+    // The Service was looked at, out of scope: nothing written.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !metrics
+        .exposition()
+        .contains(r#"serverfirst_companions_reconciles_total{result="success"} 1"#)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reconcile of the Service"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        cluster.seen().iter().all(|s| s.method == "GET"),
+        "nothing written out of scope"
+    );
+
+    let labelled = tokio::time::Instant::now();
+    cluster.put(stored_namespace(
+        json!({"team": "mail", "serverfirst.dev/mode": "enforce"}),
+    ));
+    let write = cluster.write_after(labelled, Duration::from_secs(60)).await;
+    let delay = write.at - labelled;
+    eprintln!("namespace label → applied rule: {delay:?}");
+    assert!(
+        delay <= Duration::from_secs(10),
+        "rule applied {delay:?} after the label"
+    );
+    assert_eq!(write.method, "PATCH");
     assert_eq!(write.body, applied(&[25]));
     stop(run, shutdown).await;
 }

@@ -31,7 +31,7 @@ use kube::{Client, Resource as _};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::desired::{self, RuleView, ServiceRef, Subject};
+use super::desired::{self, RuleView, Scope, ServiceRef, Subject};
 use crate::mesh::RECORD_KEY;
 use crate::metrics::{CompanionMetrics, ReconcileResult, RuleAction};
 use crate::ports::{PortSet, parse_port_list};
@@ -235,6 +235,9 @@ pub async fn run(
         .watches_stream(pod_events, move |pod| services_behind_pod(&slices, &pod))
         .watches_stream_with(rule_events, |rule| services_of_rule(&rule), rules.clone());
     if let Some(selector) = namespace_selector {
+        // kube-apiserver sends ADDED when a namespace starts to match the selector and DELETED
+        // when it stops (k8s.io/apiserver pkg/storage/cacher/cache_watcher.go,
+        // `convertToWatchEvent`): either way its Services are reconciled.
         let (namespaces, writer) = reflector::store::<PartialObjectMeta<Namespace>>();
         let namespace_events = backoff_on_failures(watcher(
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
@@ -380,11 +383,18 @@ async fn reconcile_service(service: &Service, context: &Context) -> Result<(), E
         .wait_until_ready()
         .await
         .map_err(|_| Error::NotListed)?;
-    let in_scope = stores.namespaces.as_ref().is_none_or(|namespaces| {
+    let selected = stores.namespaces.as_ref().is_none_or(|namespaces| {
         namespaces
             .get(&ObjectRef::<PartialObjectMeta<Namespace>>::new(namespace))
             .is_some()
-    }) && !desired::service_skipped(service);
+    });
+    let scope = if !selected {
+        Scope::Unselected
+    } else if desired::service_skipped(service) {
+        Scope::Skipped
+    } else {
+        Scope::Managed
+    };
     let slices: Vec<Arc<EndpointSlice>> = stores
         .slices
         .state()
@@ -415,7 +425,7 @@ async fn reconcile_service(service: &Service, context: &Context) -> Result<(), E
     let subject = Subject {
         service: service_ref,
         uid: service.metadata.uid.as_deref().unwrap_or_default(),
-        in_scope,
+        scope,
     };
     let wanted = desired::desired(&context.rules.api_version, subject, &ports, &views);
 
