@@ -174,6 +174,7 @@ impl Cluster {
             stores,
             Some("companions-0".into()),
             metrics.clone(),
+            CancellationToken::new(),
         );
         (Arc::new(context), handle, metrics)
     }
@@ -784,4 +785,50 @@ async fn a_namespace_labelled_while_the_watches_relist_gets_its_rules_within_10s
     );
     assert_eq!(write.body, applied(&[25]));
     stop(run, shutdown).await;
+}
+
+/// SIGTERM while the pods cannot be listed (403 until RBAC is fixed): the Service's reconcile
+/// waits for that cache, which never fills, also not once the runtime stops its watches.
+#[tokio::test]
+async fn shutdown_while_a_cache_cannot_list_stops_at_once() {
+    let (cluster, run, shutdown, _) = start_controller(mail_cluster(Some("25")), None, |cluster| {
+        cluster.forbid_lists(PODS)
+    });
+    // The Services are listed, so the reconcile of mox runs and waits for the pods; the second
+    // pod list comes after the watch's backoff, long after that reconcile started.
+    cluster
+        .wait_for_watches(&[SERVICES, SLICES, RULES], Duration::from_secs(10))
+        .await;
+    cluster
+        .wait_for(Duration::from_secs(10), "a second pod list", |seen| {
+            (seen
+                .iter()
+                .filter(|s| s.is_list() && s.path() == PODS)
+                .count()
+                >= 2)
+                .then_some(())
+        })
+        .await;
+    let took = stop(run, shutdown).await;
+    eprintln!("shutdown with a cache that cannot list: {took:?}");
+    assert!(took < Duration::from_secs(3), "stopped after {took:?}");
+    assert!(
+        cluster.seen().iter().all(|s| s.method == "GET"),
+        "nothing decided on a partial cache"
+    );
+}
+
+/// SIGTERM before the Services are listed: kube's runner holds everything until that store is
+/// ready, and it never will be once the watches stop.
+#[tokio::test]
+async fn shutdown_before_the_services_are_listed_stops_at_once() {
+    let (cluster, run, shutdown, _) = start_controller(mail_cluster(Some("25")), None, |cluster| {
+        cluster.stall_lists(SERVICES)
+    });
+    cluster
+        .wait_for_watches(&[SLICES, PODS, RULES], Duration::from_secs(10))
+        .await;
+    let took = stop(run, shutdown).await;
+    eprintln!("shutdown before the Services were listed: {took:?}");
+    assert!(took < Duration::from_secs(3), "stopped after {took:?}");
 }

@@ -9,13 +9,15 @@
 //!   labelled object that was looked at can go.
 //! - Reconcile errors back off per Service with the runtime's [`DefaultBackoff`]; each watch
 //!   follows [`crate::watch`]: it relists at once after `410 Gone` and backs off on failures.
+//! - On shutdown, reconciles in flight finish (a reconcile still waiting for a cache gives up,
+//!   and none waits longer than [`STOP_GRACE`]), then every watch is dropped.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{
@@ -49,6 +51,9 @@ const RULE_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
 /// Events carry at most 1 kB of note; a long pod list is cut.
 const MAX_NAMED_PODS: usize = 10;
+/// How long reconciles in flight may take to finish after shutdown: a reconcile is a few API
+/// calls, and a rollout should not wait out `terminationGracePeriodSeconds`.
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -103,6 +108,8 @@ pub struct Context {
     metrics: Arc<CompanionMetrics>,
     conflicts: Mutex<HashSet<ObjectRef<Service>>>,
     backoffs: Mutex<HashMap<ObjectRef<Service>, DefaultBackoff>>,
+    /// Cancelled on shutdown.
+    shutdown: CancellationToken,
 }
 
 impl Context {
@@ -112,6 +119,7 @@ impl Context {
         stores: Stores,
         instance: Option<String>,
         metrics: Arc<CompanionMetrics>,
+        shutdown: CancellationToken,
     ) -> Context {
         let reporter = Reporter {
             controller: CONTROLLER_NAME.to_string(),
@@ -125,6 +133,7 @@ impl Context {
             metrics,
             conflicts: Mutex::default(),
             backoffs: Mutex::default(),
+            shutdown,
         }
     }
 }
@@ -177,7 +186,7 @@ pub async fn wait_for_rules(client: &Client, shutdown: &CancellationToken) -> Op
     }
 }
 
-/// Runs the controller until `shutdown`; in-flight reconciles finish first.
+/// Runs the controller until `shutdown`; in-flight reconciles finish first (see [`STOP_GRACE`]).
 pub async fn run(
     client: Client,
     rules: ApiResource,
@@ -251,15 +260,64 @@ pub async fn run(
             services_in(&services, &namespace.name_any())
         });
     }
-    let context = Arc::new(Context::new(client, rules, stores, instance, metrics));
-    controller
-        .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move { log_result(result) })
-        .await;
+    let context = Arc::new(Context::new(
+        client,
+        rules,
+        stores,
+        instance,
+        metrics,
+        shutdown.clone(),
+    ));
+    let results = controller
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(reconcile, error_policy, context);
+    drive(results, &services, &shutdown).await;
 }
 
-fn log_result<T>(result: Result<T, kube::runtime::controller::Error<Error, watcher::Error>>) {
+type RunResult<T> = Result<T, kube::runtime::controller::Error<Error, watcher::Error>>;
+
+/// Logs the controller's results until they end; once `shutdown` is cancelled, for at most
+/// [`STOP_GRACE`]. Dropping the stream then drops the watches.
+async fn drive<T>(
+    results: impl futures::Stream<Item = RunResult<T>>,
+    services: &Store<Service>,
+    shutdown: &CancellationToken,
+) {
+    let mut results = std::pin::pin!(results);
+    let mut stop_by = None;
+    loop {
+        tokio::select! {
+            result = results.next() => match result {
+                Some(result) => log_result(result),
+                None => return,
+            },
+            () = shutdown.cancelled(), if stop_by.is_none() => {
+                // kube's runner starts no reconcile before the Services are listed, and once
+                // shutting down it no longer polls their watch, so it would wait for that list
+                // forever (kube-runtime controller/runner.rs, `Runner::poll_next` under
+                // `delay_tasks_until`); with nothing in flight there is nothing to wait for.
+                if services.wait_until_ready().now_or_never().is_none() {
+                    return;
+                }
+                stop_by = Some(tokio::time::Instant::now() + STOP_GRACE);
+            }
+            () = sleep_until(stop_by), if stop_by.is_some() => {
+                tracing::warn!(grace = ?STOP_GRACE, "reconciles still in flight after the grace period; stopping them");
+                return;
+            }
+        }
+    }
+}
+
+/// Until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn log_result<T>(result: RunResult<T>) {
     use kube::runtime::controller::Error as ControllerError;
     match result {
         // Logged with its retry delay by `error_policy` and by the watch policy.
@@ -337,10 +395,23 @@ fn services_in(services: &Store<Service>, namespace: &str) -> Vec<ObjectRef<Serv
         .collect()
 }
 
-/// Brings the Service's companion rule in step with what [`desired::desired`] says.
+/// Brings the Service's companion rule in step with what [`desired::desired`] says, once every
+/// cache has listed; on shutdown before that, decides nothing.
 pub async fn reconcile(service: Arc<Service>, context: Arc<Context>) -> Result<Action, Error> {
-    let result = reconcile_service(&service, &context).await;
     let key = ObjectRef::from_obj(service.as_ref());
+    let listed = tokio::select! {
+        listed = context.stores.wait_until_ready() => listed,
+        // Shutting down, the runtime no longer polls the watches that would fill the caches
+        // (kube-runtime controller/mod.rs, `Controller::run`: `take_until` on the triggers).
+        () = context.shutdown.cancelled() => {
+            tracing::debug!(service = %key, "shutting down before every cache listed; nothing decided");
+            return Ok(Action::await_change());
+        }
+    };
+    let result = match listed {
+        Ok(()) => reconcile_service(&service, &context).await,
+        Err(_) => Err(Error::NotListed),
+    };
     context.metrics.reconciled(match result {
         Ok(()) => ReconcileResult::Success,
         Err(_) => ReconcileResult::Error,
@@ -379,10 +450,6 @@ async fn reconcile_service(service: &Service, context: &Context) -> Result<(), E
         return Ok(());
     }
     let stores = &context.stores;
-    stores
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::NotListed)?;
     let selected = stores.namespaces.as_ref().is_none_or(|namespaces| {
         namespaces
             .get(&ObjectRef::<PartialObjectMeta<Namespace>>::new(namespace))
