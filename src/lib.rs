@@ -30,6 +30,8 @@
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`manifests`]: offline manifests → pod templates and Services → decisions and rendered YAML.
 //! - [`companions`]: companion DestinationRules for meshed clients (pure), and their controller.
+//! - [`watch`]: the error policy of every watch stream, for any kind: relist at once after a
+//!   `410 Gone`, back off with kube-runtime's backoff only on failures.
 //! - [`certs`]: a private CA and serving certificate for the webhook Service.
 //! - [`report`]: terminal tables for the reporting commands.
 //! - [`smtp`]: the reference SMTP server used by end-to-end tests and smoke tests.
@@ -60,3 +62,4 @@ pub mod service;
 pub mod service_ports;
 pub mod smtp;
 pub mod tls;
+pub mod watch;

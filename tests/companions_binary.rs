@@ -1,7 +1,12 @@
-//! `serverfirst companions` as an operator runs it, against a loopback API server that serves
-//! no Istio CRDs: it stays ready, says so once, serves its metrics, and stops on SIGTERM.
+//! `serverfirst companions` as an operator runs it, against a loopback API server: without
+//! Istio CRDs it stays ready, says so once, serves its metrics, and stops on SIGTERM; with them
+//! it writes the rule, and SIGTERM stops it within seconds also while a health request or a
+//! cache is unfinished.
 
 mod webhook_support;
+
+#[path = "support/mock_cluster.rs"]
+mod mock_cluster;
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -10,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::{StatusCode, Uri};
-use serde_json::json;
+use mock_cluster::{MockCluster, PODS, SERVICES};
+use serde_json::{Value, json};
 use webhook_support::free_port;
 
 /// Kills the controller by PID when the test ends, also on failure.
@@ -149,4 +155,132 @@ fn a_missing_kubeconfig_is_one_clear_line_and_exit_2() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+/// The mox Service in `mail`, one EndpointSlice behind it, and its pod recording port 25 as
+/// excluded.
+fn mail_objects() -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "mox", "namespace": "mail", "uid": "3f0c-mox"},
+            "spec": {"selector": {"app": "mox"}, "ports": [{"name": "smtp", "port": 25}]}}),
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "mox-x7k2p", "namespace": "mail",
+                "labels": {"kubernetes.io/service-name": "mox"}},
+            "addressType": "IPv4", "ports": [{"name": "smtp", "port": 25, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["10.0.0.7"],
+                "targetRef": {"kind": "Pod", "namespace": "mail", "name": "mox-0"}}]}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "mox-0", "namespace": "mail",
+            "annotations": {"serverfirst.dev/excluded-ports": "25"}}}),
+    ]
+}
+
+/// The controller against `server`, its metrics on `metrics_port`, stderr in `dir/stderr`.
+fn spawn_companions(dir: &std::path::Path, server: &str, metrics_port: u16) -> Spawned {
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: stub\nclusters:\n- name: stub\n  cluster:\n    server: {server}\n\
+         users:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: stub\n  context: {{cluster: stub, user: u}}\n"
+    )).unwrap();
+    Spawned(
+        Command::new(env!("CARGO_BIN_EXE_serverfirst"))
+            .args(["companions", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Sends SIGTERM and returns the exit code and how long the process took to exit (at most 10s).
+async fn terminate(child: &mut Spawned) -> (Option<i32>, Duration) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sent = Instant::now();
+    loop {
+        if let Some(exit) = child.0.try_wait().unwrap() {
+            return (exit.code(), sent.elapsed());
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "no exit within 10s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A client that opened a connection to the health listener and sent half of its first request
+/// (a probe or scraper caught mid-request): the graceful shutdown must not wait for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_exits_0_within_seconds_while_a_health_request_is_half_sent() {
+    let (cluster, server) = MockCluster::serve_http(mail_objects()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = free_port();
+    let started = tokio::time::Instant::now();
+    let mut child = spawn_companions(dir.path(), &server, metrics_port);
+    let write = cluster.write_after(started, Duration::from_secs(20)).await;
+    assert_eq!(
+        write.method, "PATCH",
+        "the controller runs and writes the rule"
+    );
+
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+    write!(stalled, "GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
+    // Connections are accepted in order: once a later one is answered, the stalled one is the
+    // listener's too.
+    let answered = get(metrics_port, "/healthz").expect("the health listener answers");
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+
+    let (code, took) = terminate(&mut child).await;
+    eprintln!("SIGTERM → exit with a half-sent health request: {took:?}");
+    assert_eq!(code, Some(0));
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM"
+    );
+    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert!(stderr.contains("stopped"), "{stderr}");
+    drop(stalled);
+}
+
+/// The pods cannot be listed (403): the Service's reconcile waits for that cache, and SIGTERM
+/// must still end the process within seconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_exits_0_within_seconds_while_a_cache_cannot_list() {
+    let (cluster, server) = MockCluster::serve_http(mail_objects()).await;
+    cluster.forbid_lists(PODS);
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_companions(dir.path(), &server, free_port());
+    cluster
+        .wait_for_watches(&[SERVICES], Duration::from_secs(20))
+        .await;
+    cluster
+        .wait_for(Duration::from_secs(20), "a second pod list", |seen| {
+            (seen
+                .iter()
+                .filter(|s| s.is_list() && s.path() == PODS)
+                .count()
+                >= 2)
+                .then_some(())
+        })
+        .await;
+
+    let (code, took) = terminate(&mut child).await;
+    eprintln!("SIGTERM → exit with a cache that cannot list: {took:?}");
+    assert_eq!(code, Some(0));
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM"
+    );
+    assert!(
+        cluster.seen().iter().all(|s| s.method == "GET"),
+        "nothing written on a partial cache"
+    );
 }

@@ -18,7 +18,13 @@ use kube::{Client, Resource};
 use serde_json::{Value, json};
 use serverfirst::companions::controller::{self, Context, Stores};
 use serverfirst::metrics::{CompanionMetrics, Exposition as _};
+use tokio_util::sync::CancellationToken;
 use tower_test::mock::{self, Handle};
+
+#[path = "support/mock_cluster.rs"]
+mod mock_cluster;
+
+use mock_cluster::{MockCluster, NAMESPACES, PODS, RULES, SERVICES, SLICES};
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
@@ -168,6 +174,7 @@ impl Cluster {
             stores,
             Some("companions-0".into()),
             metrics.clone(),
+            CancellationToken::new(),
         );
         (Arc::new(context), handle, metrics)
     }
@@ -218,7 +225,17 @@ async fn next(handle: &mut ApiHandle, response: impl FnOnce(&Value) -> Value) ->
 
 /// Runs one reconcile of the Service while the API server answers `answers` requests, then
 /// checks that no further request comes.
-async fn reconcile(context: Arc<Context>, mut handle: ApiHandle, answers: usize) -> Vec<Seen> {
+async fn reconcile(context: Arc<Context>, handle: ApiHandle, answers: usize) -> Vec<Seen> {
+    reconcile_service(service(), context, handle, answers).await
+}
+
+/// [`reconcile`] of `svc`.
+async fn reconcile_service(
+    svc: Service,
+    context: Arc<Context>,
+    mut handle: ApiHandle,
+    answers: usize,
+) -> Vec<Seen> {
     let server = async move {
         let mut seen = Vec::new();
         for _ in 0..answers {
@@ -227,7 +244,7 @@ async fn reconcile(context: Arc<Context>, mut handle: ApiHandle, answers: usize)
         }
         (seen, handle)
     };
-    let svc = Arc::new(service());
+    let svc = Arc::new(svc);
     let both = async { tokio::join!(controller::reconcile(svc, context.clone()), server) };
     let (result, (seen, mut handle)) = tokio::time::timeout(Duration::from_secs(10), both)
         .await
@@ -308,11 +325,27 @@ async fn deletes_its_own_rule_when_no_port_is_left_with_preconditions() {
 }
 
 #[tokio::test]
-async fn deletes_its_own_rule_when_the_namespace_leaves_the_scope() {
-    let mut cluster = Cluster::new(vec![pod("mox-0", Some("25"))], vec![rule(own_rule(&[25]))]);
+async fn keeps_its_own_rule_unchanged_when_the_namespace_leaves_the_scope() {
+    // The pods still exclude 25 (and now 8080): their meshed clients still need the rule, so it
+    // stays as it was, neither updated nor deleted; the owner reference removes it with the
+    // Service.
+    let mut cluster = Cluster::new(
+        vec![pod("mox-0", Some("25,8080"))],
+        vec![rule(own_rule(&[25]))],
+    );
     cluster.namespaces = Some(vec!["web"]);
     let (context, handle, _) = cluster.context();
-    let seen = reconcile(context, handle, 1).await;
+    assert!(reconcile(context, handle, 0).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_skipped_service_loses_its_own_rule() {
+    let mut skipped = service();
+    skipped.metadata.annotations = Some([("serverfirst.dev/skip".into(), "true".into())].into());
+    let mut cluster = Cluster::new(vec![pod("mox-0", Some("25"))], vec![rule(own_rule(&[25]))]);
+    cluster.services = vec![skipped.clone()];
+    let (context, handle, _) = cluster.context();
+    let seen = reconcile_service(skipped, context, handle, 1).await;
     assert_eq!(
         (seen[0].method.as_str(), seen[0].uri.as_str()),
         ("DELETE", format!("{RULES_PATH}/mox-serverfirst?").as_str())
@@ -497,158 +530,305 @@ async fn discovery_prefers_v1_and_falls_back_to_v1beta1() {
 /// resourceVersion (pods as metadata only), and applies the rule once the caches are filled.
 #[tokio::test]
 async fn the_running_controller_lists_watches_and_applies_the_rule() {
-    use tokio::sync::mpsc;
-    use tokio_util::sync::CancellationToken;
-
-    fn list(kind: &str, api_version: &str, items: Vec<Value>) -> Value {
-        json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": "4711"}, "items": items})
-    }
-    let pod_meta = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"name": "mox-0", "namespace": "mail", "resourceVersion": "90",
-            "annotations": {"serverfirst.dev/excluded-ports": "25"}}});
-    let lists = [
-        (
-            "/api/v1/services",
-            list(
-                "ServiceList",
-                "v1",
-                vec![serde_json::to_value(service()).unwrap()],
-            ),
-        ),
-        (
-            "/apis/discovery.k8s.io/v1/endpointslices",
-            list(
-                "EndpointSliceList",
-                "discovery.k8s.io/v1",
-                vec![serde_json::to_value(slice(&["mox-0"])).unwrap()],
-            ),
-        ),
-        (
-            "/api/v1/pods",
-            list(
-                "PartialObjectMetadataList",
-                "meta.k8s.io/v1",
-                vec![pod_meta],
-            ),
-        ),
-        (
-            "/apis/networking.istio.io/v1/destinationrules",
-            list("DestinationRuleList", "networking.istio.io/v1", vec![]),
-        ),
-    ];
-
-    let (mock_service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(mock_service, "default");
-    let (writes_tx, mut writes) = mpsc::unbounded_channel::<Seen>();
-    let reads = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
-    let server_reads = reads.clone();
-    let paths: Vec<&str> = lists.iter().map(|(path, _)| *path).collect();
-    let server = tokio::spawn(async move {
-        // Watches stay open without events: the controller acts on what it listed.
-        let mut held = Vec::new();
-        while let Some((request, send)) = handle.next_request().await {
-            let uri = request.uri().clone();
-            if request.method() != "GET" {
-                let content_type = header(&request, "content-type");
-                let bytes = request.into_body().collect().await.unwrap().to_bytes();
-                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                send.send_response(
-                    Response::builder()
-                        .body(Body::from(bytes.to_vec()))
-                        .unwrap(),
-                );
-                let _ = writes_tx.send(Seen {
-                    method: "write".into(),
-                    uri: uri.to_string(),
-                    content_type,
-                    body,
-                });
-                continue;
-            }
-            let accept = header(&request, "accept");
-            server_reads.lock().unwrap().push((uri.to_string(), accept));
-            if uri.query().unwrap_or_default().contains("watch=true") {
-                held.push(send);
-                continue;
-            }
-            let found = lists.iter().find(|(path, _)| *path == uri.path());
-            let response = match found {
-                Some((_, list)) => {
-                    Response::builder().body(Body::from(serde_json::to_vec(list).unwrap()))
-                }
-                None => Response::builder()
-                    .status(404)
-                    .body(Body::from(b"{}".to_vec())),
-            };
-            send.send_response(response.unwrap());
-        }
-    });
-
-    let shutdown = CancellationToken::new();
-    let metrics = Arc::new(CompanionMetrics::new());
-    let run = tokio::spawn(controller::run(
-        client,
-        rules_api(),
-        None,
-        Some("companions-0".into()),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
-    let first = tokio::time::timeout(Duration::from_secs(10), writes.recv())
-        .await
-        .expect("a write within 10s")
-        .unwrap();
+    let started = tokio::time::Instant::now();
+    let (cluster, run, shutdown, metrics) =
+        start_controller(mail_cluster(Some("25")), None, |_| {});
+    let write = cluster.write_after(started, Duration::from_secs(10)).await;
     assert_eq!(
-        first.uri,
+        write.uri,
         format!("{RULES_PATH}/mox-serverfirst?&fieldManager=serverfirst")
     );
-    assert_eq!(first.content_type, "application/apply-patch+yaml");
-    assert_eq!(first.body, applied(&[25]));
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .expect("the controller stops on shutdown")
-        .unwrap();
-    // Any further write is the same apply (its own rule never reached the held watch).
-    while let Ok(write) = writes.try_recv() {
-        assert_eq!(
-            (write.uri, write.body),
-            (first.uri.clone(), first.body.clone())
-        );
-    }
-    server.abort();
+    assert_eq!(write.content_type, "application/apply-patch+yaml");
+    assert_eq!(write.body, applied(&[25]));
+    let watched = [SERVICES, SLICES, PODS, RULES];
+    cluster
+        .wait_for_watches(&watched, Duration::from_secs(10))
+        .await;
+    stop(run, shutdown).await;
 
-    let reads = reads.lock().unwrap().clone();
-    for path in paths {
-        assert!(
-            reads
-                .iter()
-                .any(|(uri, _)| *uri == format!("{path}?&limit=500")),
-            "{path} listed in pages: {reads:?}"
-        );
+    let seen = cluster.seen();
+    let writes: Vec<_> = seen.iter().filter(|s| s.method != "GET").collect();
+    assert_eq!(
+        writes.len(),
+        1,
+        "one apply; its own rule then is up to date: {writes:?}"
+    );
+    for path in watched {
+        let list = seen
+            .iter()
+            .find(|s| s.uri == format!("{path}?&limit=500"))
+            .unwrap_or_else(|| panic!("{path} listed in pages: {seen:?}"));
+        let version = list.answered_version.as_deref().unwrap();
         let watch = format!(
-            "{path}?&watch=true&timeoutSeconds=290&allowWatchBookmarks=true&resourceVersion=4711"
+            "{path}?&watch=true&timeoutSeconds=290&allowWatchBookmarks=true&resourceVersion={version}"
         );
         assert!(
-            reads.iter().any(|(uri, _)| *uri == watch),
-            "{path} watched from the list's resourceVersion: {reads:?}"
+            seen.iter().any(|s| s.uri == watch),
+            "{path} watched from the list's resourceVersion: {seen:?}"
         );
     }
-    let pod_reads: Vec<&String> = reads
-        .iter()
-        .filter(|(uri, _)| uri.starts_with("/api/v1/pods"))
-        .map(|(_, accept)| accept)
-        .collect();
+    let pod_reads: Vec<_> = seen.iter().filter(|s| s.path() == PODS).collect();
     assert!(!pod_reads.is_empty());
-    for accept in pod_reads {
+    for read in pod_reads {
         assert!(
-            accept.contains("as=PartialObjectMetadata"),
-            "pods as metadata only: {accept}"
+            read.accept.contains("as=PartialObjectMetadata"),
+            "pods as metadata only: {}",
+            read.accept
         );
     }
     assert!(
         metrics
             .exposition()
-            .contains(r#"serverfirst_companions_destinationrules_total{action="applied"}"#)
+            .contains(r#"serverfirst_companions_destinationrules_total{action="applied"} 1"#)
     );
+}
+
+/// A full Pod as the API server stores it (the controller reads it as metadata only).
+fn stored_pod(name: &str, excluded: Option<&str>) -> Value {
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "mail"}});
+    if let Some(ports) = excluded {
+        pod["metadata"]["annotations"] = json!({"serverfirst.dev/excluded-ports": ports});
+    }
+    pod
+}
+
+fn stored_namespace(labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "mail", "labels": labels}})
+}
+
+/// The mox Service with one slice listing `mox-0`, whose pod records `excluded`.
+fn mail_cluster(excluded: Option<&str>) -> Vec<Value> {
+    vec![
+        serde_json::to_value(service()).unwrap(),
+        serde_json::to_value(slice(&["mox-0"])).unwrap(),
+        stored_pod("mox-0", excluded),
+    ]
+}
+
+/// The controller on kube's mocked service, served by a [`MockCluster`] of `objects` that
+/// `prepare` may change before the controller's first request.
+fn start_controller(
+    objects: Vec<Value>,
+    namespace_selector: Option<&str>,
+    prepare: impl FnOnce(&MockCluster),
+) -> (
+    MockCluster,
+    tokio::task::JoinHandle<()>,
+    CancellationToken,
+    Arc<CompanionMetrics>,
+) {
+    let (mock_service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let cluster = MockCluster::start(handle, objects);
+    prepare(&cluster);
+    let shutdown = CancellationToken::new();
+    let metrics = Arc::new(CompanionMetrics::new());
+    let run = tokio::spawn(controller::run(
+        Client::new(mock_service, "default"),
+        rules_api(),
+        namespace_selector.map(str::to_string),
+        Some("companions-0".into()),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    (cluster, run, shutdown, metrics)
+}
+
+async fn stop(run: tokio::task::JoinHandle<()>, shutdown: CancellationToken) -> Duration {
+    let asked = tokio::time::Instant::now();
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the controller stops within 10s of shutdown")
+        .unwrap();
+    asked.elapsed()
+}
+
+/// In a real cluster every watch ends after `timeoutSeconds` and, once its resourceVersion is
+/// compacted, is answered `410 Gone`; all of them at once, since they started together. Each
+/// must relist at once (no backoff: nothing failed), round after round, and a change made while
+/// the watches were down must be applied within 10 s of the relist.
+#[tokio::test]
+async fn after_410_gone_every_watch_relists_at_once_and_a_change_is_applied_within_10s() {
+    let watched = [SERVICES, SLICES, PODS, RULES];
+    let (cluster, run, shutdown, _) = start_controller(mail_cluster(None), None, |_| {});
+    cluster
+        .wait_for_watches(&watched, Duration::from_secs(10))
+        .await;
+    let mut last_expiry = None;
+    for round in 1..=3 {
+        let expired = cluster.expire_watches();
+        if round == 3 {
+            // Made while the watches are down: only a relist can see it.
+            cluster.put(stored_pod("mox-0", Some("25")));
+        }
+        cluster
+            .wait_for_watches(&watched, Duration::from_secs(120))
+            .await;
+        let seen = cluster.seen();
+        let mut delays = Vec::new();
+        for path in watched {
+            let gone = seen
+                .iter()
+                .find(|s| s.at >= expired && s.is_watch() && s.path() == path)
+                .unwrap_or_else(|| panic!("{path} watched again after the expiry"));
+            let relist = seen
+                .iter()
+                .find(|s| s.at >= gone.at && s.is_list() && s.path() == path)
+                .unwrap_or_else(|| panic!("{path} listed again after 410"));
+            delays.push((path, relist.at - gone.at));
+        }
+        eprintln!("round {round}: 410 → relist {delays:?}");
+        for (path, delay) in delays {
+            assert!(
+                delay < Duration::from_millis(500),
+                "round {round}: {path} relisted {delay:?} after its 410, not at once"
+            );
+        }
+        last_expiry = Some(expired);
+    }
+    let expired = last_expiry.unwrap();
+    let seen = cluster.seen();
+    let pods_relisted = seen
+        .iter()
+        .find(|s| s.at >= expired && s.is_list() && s.path() == PODS)
+        .unwrap()
+        .at;
+    let write = cluster.write_after(expired, Duration::from_secs(60)).await;
+    let delay = write.at - pods_relisted;
+    eprintln!("pods relist → applied rule: {delay:?}");
+    assert!(
+        delay <= Duration::from_secs(10),
+        "the change seen by the relist was applied {delay:?} after it"
+    );
+    assert_eq!(
+        (write.method.as_str(), write.uri.as_str()),
+        (
+            "PATCH",
+            format!("{RULES_PATH}/mox-serverfirst?&fieldManager=serverfirst").as_str()
+        )
+    );
+    assert_eq!(write.body, applied(&[25]));
+    stop(run, shutdown).await;
+}
+
+/// kube-apiserver sends `ADDED` on a watch with a label selector when an object starts to match
+/// it: a namespace labelled into `--namespace-selector` gets its rules within 10 s.
+#[tokio::test]
+async fn a_namespace_labelled_into_the_selector_gets_its_rules_within_10s() {
+    let mut objects = mail_cluster(Some("25"));
+    objects.push(stored_namespace(json!({"team": "mail"})));
+    let (cluster, run, shutdown, metrics) =
+        start_controller(objects, Some("serverfirst.dev/mode=enforce"), |_| {});
+    cluster
+        .wait_for_watches(
+            &[SERVICES, SLICES, PODS, RULES, NAMESPACES],
+            Duration::from_secs(10),
+        )
+        .await;
+    // The Service was looked at, out of scope: nothing written.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !metrics
+        .exposition()
+        .contains(r#"serverfirst_companions_reconciles_total{result="success"} 1"#)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reconcile of the Service"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        cluster.seen().iter().all(|s| s.method == "GET"),
+        "nothing written out of scope"
+    );
+
+    let labelled = tokio::time::Instant::now();
+    cluster.put(stored_namespace(
+        json!({"team": "mail", "serverfirst.dev/mode": "enforce"}),
+    ));
+    let write = cluster.write_after(labelled, Duration::from_secs(60)).await;
+    let delay = write.at - labelled;
+    eprintln!("namespace label → applied rule: {delay:?}");
+    assert!(
+        delay <= Duration::from_secs(10),
+        "rule applied {delay:?} after the label"
+    );
+    assert_eq!(write.method, "PATCH");
+    assert_eq!(write.body, applied(&[25]));
+    stop(run, shutdown).await;
+}
+
+/// The same while the watches relist after expiring together (every few minutes): the
+/// namespace watch too relists at once, so the label still brings the rules within 10 s.
+#[tokio::test]
+async fn a_namespace_labelled_while_the_watches_relist_gets_its_rules_within_10s() {
+    let mut objects = mail_cluster(Some("25"));
+    objects.push(stored_namespace(json!({"team": "mail"})));
+    let (cluster, run, shutdown, _) =
+        start_controller(objects, Some("serverfirst.dev/mode=enforce"), |_| {});
+    let watched = [SERVICES, SLICES, PODS, RULES, NAMESPACES];
+    cluster
+        .wait_for_watches(&watched, Duration::from_secs(10))
+        .await;
+    cluster.expire_watches();
+    let labelled = tokio::time::Instant::now();
+    cluster.put(stored_namespace(
+        json!({"team": "mail", "serverfirst.dev/mode": "enforce"}),
+    ));
+    let write = cluster.write_after(labelled, Duration::from_secs(60)).await;
+    let delay = write.at - labelled;
+    eprintln!("namespace label while relisting → applied rule: {delay:?}");
+    assert!(
+        delay <= Duration::from_secs(10),
+        "rule applied {delay:?} after the label"
+    );
+    assert_eq!(write.body, applied(&[25]));
+    stop(run, shutdown).await;
+}
+
+/// SIGTERM while the pods cannot be listed (403 until RBAC is fixed): the Service's reconcile
+/// waits for that cache, which never fills, also not once the runtime stops its watches.
+#[tokio::test]
+async fn shutdown_while_a_cache_cannot_list_stops_at_once() {
+    let (cluster, run, shutdown, _) = start_controller(mail_cluster(Some("25")), None, |cluster| {
+        cluster.forbid_lists(PODS)
+    });
+    // The Services are listed, so the reconcile of mox runs and waits for the pods; the second
+    // pod list comes after the watch's backoff, long after that reconcile started.
+    cluster
+        .wait_for_watches(&[SERVICES, SLICES, RULES], Duration::from_secs(10))
+        .await;
+    cluster
+        .wait_for(Duration::from_secs(10), "a second pod list", |seen| {
+            (seen
+                .iter()
+                .filter(|s| s.is_list() && s.path() == PODS)
+                .count()
+                >= 2)
+                .then_some(())
+        })
+        .await;
+    let took = stop(run, shutdown).await;
+    eprintln!("shutdown with a cache that cannot list: {took:?}");
+    assert!(took < Duration::from_secs(3), "stopped after {took:?}");
+    assert!(
+        cluster.seen().iter().all(|s| s.method == "GET"),
+        "nothing decided on a partial cache"
+    );
+}
+
+/// SIGTERM before the Services are listed: kube's runner holds everything until that store is
+/// ready, and it never will be once the watches stop.
+#[tokio::test]
+async fn shutdown_before_the_services_are_listed_stops_at_once() {
+    let (cluster, run, shutdown, _) = start_controller(mail_cluster(Some("25")), None, |cluster| {
+        cluster.stall_lists(SERVICES)
+    });
+    cluster
+        .wait_for_watches(&[SLICES, PODS, RULES], Duration::from_secs(10))
+        .await;
+    let took = stop(run, shutdown).await;
+    eprintln!("shutdown before the Services were listed: {took:?}");
+    assert!(took < Duration::from_secs(3), "stopped after {took:?}");
 }

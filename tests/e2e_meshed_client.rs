@@ -518,7 +518,7 @@ mod companions {
         let subject = Subject {
             service: ServiceRef { namespace, name },
             uid: "uid-svc-mox",
-            in_scope: true,
+            scope: desired::Scope::Managed,
         };
         desired::desired(desired::DEFAULT_API_VERSION, subject, &ports, &[])
             .apply

@@ -7,15 +7,17 @@
 //!   in the meantime makes the apply fail instead of being taken over.
 //! - Deletes carry the cached rule's uid and resourceVersion as preconditions: only the
 //!   labelled object that was looked at can go.
-//! - Reconcile errors back off per Service with the runtime's [`DefaultBackoff`]; the watches
-//!   use the runtime's own trigger backoff.
+//! - Reconcile errors back off per Service with the runtime's [`DefaultBackoff`]; each watch
+//!   follows [`crate::watch`]: it relists at once after `410 Gone` and backs off on failures.
+//! - On shutdown, reconciles in flight finish (a reconcile still waiting for a cache gives up,
+//!   and none waits longer than [`STOP_GRACE`]), then every watch is dropped.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{
@@ -31,10 +33,11 @@ use kube::{Client, Resource as _};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::desired::{self, RuleView, ServiceRef, Subject};
+use super::desired::{self, RuleView, Scope, ServiceRef, Subject};
 use crate::mesh::RECORD_KEY;
 use crate::metrics::{CompanionMetrics, ReconcileResult, RuleAction};
 use crate::ports::{PortSet, parse_port_list};
+use crate::watch::{NoPause, backoff_on_failures};
 
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "serverfirst";
@@ -48,6 +51,9 @@ const RULE_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
 /// Events carry at most 1 kB of note; a long pod list is cut.
 const MAX_NAMED_PODS: usize = 10;
+/// How long reconciles in flight may take to finish after shutdown: a reconcile is a few API
+/// calls, and a rollout should not wait out `terminationGracePeriodSeconds`.
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -102,6 +108,8 @@ pub struct Context {
     metrics: Arc<CompanionMetrics>,
     conflicts: Mutex<HashSet<ObjectRef<Service>>>,
     backoffs: Mutex<HashMap<ObjectRef<Service>, DefaultBackoff>>,
+    /// Cancelled on shutdown.
+    shutdown: CancellationToken,
 }
 
 impl Context {
@@ -111,6 +119,7 @@ impl Context {
         stores: Stores,
         instance: Option<String>,
         metrics: Arc<CompanionMetrics>,
+        shutdown: CancellationToken,
     ) -> Context {
         let reporter = Reporter {
             controller: CONTROLLER_NAME.to_string(),
@@ -124,6 +133,7 @@ impl Context {
             metrics,
             conflicts: Mutex::default(),
             backoffs: Mutex::default(),
+            shutdown,
         }
     }
 }
@@ -176,7 +186,7 @@ pub async fn wait_for_rules(client: &Client, shutdown: &CancellationToken) -> Op
     }
 }
 
-/// Runs the controller until `shutdown`; in-flight reconciles finish first.
+/// Runs the controller until `shutdown`; in-flight reconciles finish first (see [`STOP_GRACE`]).
 pub async fn run(
     client: Client,
     rules: ApiResource,
@@ -186,18 +196,26 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let config = watcher::Config::default();
+    let (services, services_writer) = reflector::store::<Service>();
+    // As `Controller::new` does, with this crate's watch policy.
+    let service_events =
+        backoff_on_failures(watcher(Api::<Service>::all(client.clone()), config.clone()))
+            .reflect(services_writer)
+            .applied_objects();
+
     let (slices, slices_writer) = reflector::store::<EndpointSlice>();
-    let slice_events = watcher(Api::<EndpointSlice>::all(client.clone()), config.clone())
-        .default_backoff()
-        .reflect(slices_writer)
-        .touched_objects();
+    let slice_events = backoff_on_failures(watcher(
+        Api::<EndpointSlice>::all(client.clone()),
+        config.clone(),
+    ))
+    .reflect(slices_writer)
+    .touched_objects();
 
     let (pods, pods_writer) = reflector::store::<PartialObjectMeta<Pod>>();
-    let pod_events = watcher(
+    let pod_events = backoff_on_failures(watcher(
         Api::<PartialObjectMeta<Pod>>::all(client.clone()),
         config.clone(),
-    )
-    .default_backoff()
+    ))
     .modify(keep_only_the_record)
     .reflect(pods_writer)
     .touched_objects()
@@ -205,16 +223,13 @@ pub async fn run(
 
     let rules_writer = reflector::store::Writer::<DynamicObject>::new(rules.clone());
     let rules_store = rules_writer.as_reader();
-    let rule_events = watcher(
+    let rule_events = backoff_on_failures(watcher(
         Api::<DynamicObject>::all_with(client.clone(), &rules),
         config.clone(),
-    )
-    .default_backoff()
+    ))
     .reflect(rules_writer)
     .touched_objects();
 
-    let controller = Controller::new(Api::<Service>::all(client.clone()), config.clone());
-    let services = controller.store();
     let mut stores = Stores {
         services: services.clone(),
         slices: slices.clone(),
@@ -222,17 +237,21 @@ pub async fn run(
         rules: rules_store,
         namespaces: None,
     };
-    let mut controller = controller
+    let mut controller = Controller::for_stream(service_events, services.clone())
+        // Each watch backs off on its own failures; one's error must not pause the others.
+        .trigger_backoff(NoPause)
         .watches_stream(slice_events, |slice| service_of_slice(&slice))
         .watches_stream(pod_events, move |pod| services_behind_pod(&slices, &pod))
         .watches_stream_with(rule_events, |rule| services_of_rule(&rule), rules.clone());
     if let Some(selector) = namespace_selector {
+        // kube-apiserver sends ADDED when a namespace starts to match the selector and DELETED
+        // when it stops (k8s.io/apiserver pkg/storage/cacher/cache_watcher.go,
+        // `convertToWatchEvent`): either way its Services are reconciled.
         let (namespaces, writer) = reflector::store::<PartialObjectMeta<Namespace>>();
-        let namespace_events = watcher(
+        let namespace_events = backoff_on_failures(watcher(
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
             watcher::Config::default().labels(&selector),
-        )
-        .default_backoff()
+        ))
         .reflect(writer)
         .touched_objects();
         stores.namespaces = Some(namespaces);
@@ -241,18 +260,70 @@ pub async fn run(
             services_in(&services, &namespace.name_any())
         });
     }
-    let context = Arc::new(Context::new(client, rules, stores, instance, metrics));
-    controller
-        .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            match result {
-                // Logged with its retry delay by `error_policy`.
-                Ok(_) | Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
-                Err(error) => tracing::warn!(%error, "controller error"),
+    let context = Arc::new(Context::new(
+        client,
+        rules,
+        stores,
+        instance,
+        metrics,
+        shutdown.clone(),
+    ));
+    let results = controller
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(reconcile, error_policy, context);
+    drive(results, &services, &shutdown).await;
+}
+
+type RunResult<T> = Result<T, kube::runtime::controller::Error<Error, watcher::Error>>;
+
+/// Logs the controller's results until they end; once `shutdown` is cancelled, for at most
+/// [`STOP_GRACE`]. Dropping the stream then drops the watches.
+async fn drive<T>(
+    results: impl futures::Stream<Item = RunResult<T>>,
+    services: &Store<Service>,
+    shutdown: &CancellationToken,
+) {
+    let mut results = std::pin::pin!(results);
+    let mut stop_by = None;
+    loop {
+        tokio::select! {
+            result = results.next() => match result {
+                Some(result) => log_result(result),
+                None => return,
+            },
+            () = shutdown.cancelled(), if stop_by.is_none() => {
+                // kube's runner starts no reconcile before the Services are listed, and once
+                // shutting down it no longer polls their watch, so it would wait for that list
+                // forever (kube-runtime controller/runner.rs, `Runner::poll_next` under
+                // `delay_tasks_until`); with nothing in flight there is nothing to wait for.
+                if services.wait_until_ready().now_or_never().is_none() {
+                    return;
+                }
+                stop_by = Some(tokio::time::Instant::now() + STOP_GRACE);
             }
-        })
-        .await;
+            () = sleep_until(stop_by), if stop_by.is_some() => {
+                tracing::warn!(grace = ?STOP_GRACE, "reconciles still in flight after the grace period; stopping them");
+                return;
+            }
+        }
+    }
+}
+
+/// Until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn log_result<T>(result: RunResult<T>) {
+    use kube::runtime::controller::Error as ControllerError;
+    match result {
+        // Logged with its retry delay by `error_policy` and by the watch policy.
+        Ok(_) | Err(ControllerError::ReconcilerFailed(..) | ControllerError::QueueError(_)) => {}
+        Err(error) => tracing::warn!(%error, "controller error"),
+    }
 }
 
 /// Pods are held for one annotation only, so that the cache stays small in a large cluster.
@@ -324,10 +395,23 @@ fn services_in(services: &Store<Service>, namespace: &str) -> Vec<ObjectRef<Serv
         .collect()
 }
 
-/// Brings the Service's companion rule in step with what [`desired::desired`] says.
+/// Brings the Service's companion rule in step with what [`desired::desired`] says, once every
+/// cache has listed; on shutdown before that, decides nothing.
 pub async fn reconcile(service: Arc<Service>, context: Arc<Context>) -> Result<Action, Error> {
-    let result = reconcile_service(&service, &context).await;
     let key = ObjectRef::from_obj(service.as_ref());
+    let listed = tokio::select! {
+        listed = context.stores.wait_until_ready() => listed,
+        // Shutting down, the runtime no longer polls the watches that would fill the caches
+        // (kube-runtime controller/mod.rs, `Controller::run`: `take_until` on the triggers).
+        () = context.shutdown.cancelled() => {
+            tracing::debug!(service = %key, "shutting down before every cache listed; nothing decided");
+            return Ok(Action::await_change());
+        }
+    };
+    let result = match listed {
+        Ok(()) => reconcile_service(&service, &context).await,
+        Err(_) => Err(Error::NotListed),
+    };
     context.metrics.reconciled(match result {
         Ok(()) => ReconcileResult::Success,
         Err(_) => ReconcileResult::Error,
@@ -366,15 +450,18 @@ async fn reconcile_service(service: &Service, context: &Context) -> Result<(), E
         return Ok(());
     }
     let stores = &context.stores;
-    stores
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::NotListed)?;
-    let in_scope = stores.namespaces.as_ref().is_none_or(|namespaces| {
+    let selected = stores.namespaces.as_ref().is_none_or(|namespaces| {
         namespaces
             .get(&ObjectRef::<PartialObjectMeta<Namespace>>::new(namespace))
             .is_some()
-    }) && !desired::service_skipped(service);
+    });
+    let scope = if !selected {
+        Scope::Unselected
+    } else if desired::service_skipped(service) {
+        Scope::Skipped
+    } else {
+        Scope::Managed
+    };
     let slices: Vec<Arc<EndpointSlice>> = stores
         .slices
         .state()
@@ -405,7 +492,7 @@ async fn reconcile_service(service: &Service, context: &Context) -> Result<(), E
     let subject = Subject {
         service: service_ref,
         uid: service.metadata.uid.as_deref().unwrap_or_default(),
-        in_scope,
+        scope,
     };
     let wanted = desired::desired(&context.rules.api_version, subject, &ports, &views);
 

@@ -341,13 +341,25 @@ pub struct Desired {
     pub mixed: Vec<Mixed>,
 }
 
+/// Whether serverfirst looks after a Service's companion rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Its namespace is selected and it does not opt out: the rule follows its pods.
+    Managed,
+    /// It opts out (`serverfirst.dev/skip`): a rule serverfirst wrote goes.
+    Skipped,
+    /// Its namespace is not (or no longer) selected: a rule serverfirst wrote stays as it is.
+    /// Its pods keep their exclusions until they are recreated, so their meshed clients still
+    /// need it; the owner reference still removes it with the Service.
+    Unselected,
+}
+
 /// The Service as the decision sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {
     pub service: ServiceRef<'a>,
     pub uid: &'a str,
-    /// The namespace is in the controller's scope and the Service is not skipped.
-    pub in_scope: bool,
+    pub scope: Scope,
 }
 
 /// Decides what to write for `subject`, given its `ports` and the DestinationRules of its
@@ -360,9 +372,10 @@ pub fn desired(
 ) -> Desired {
     let service = subject.service;
     let own = rules.iter().find(|r| r.is_own(service));
-    let exclusion = match subject.in_scope {
-        true => exclusion(ports),
-        false => Exclusion::default(),
+    let exclusion = match subject.scope {
+        Scope::Managed => exclusion(ports),
+        Scope::Skipped => Exclusion::default(),
+        Scope::Unselected => return Desired::default(),
     };
     let foreign: Vec<&RuleView<'_>> = rules.iter().filter(|r| r.competes(service)).collect();
     let mut result = Desired {
@@ -449,7 +462,7 @@ mod tests {
                 name: service.metadata.name.as_deref().unwrap(),
             },
             uid: service.metadata.uid.as_deref().unwrap(),
-            in_scope: true,
+            scope: Scope::Managed,
         }
     }
 
@@ -664,7 +677,7 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_rule_is_applied_again_and_an_empty_one_deleted() {
+    fn a_changed_rule_is_applied_again_and_an_empty_or_skipped_one_deleted() {
         let svc = service(
             "mox",
             json!([{"name": "smtp", "port": 25}, {"name": "sub", "port": 587}]),
@@ -687,15 +700,47 @@ mod tests {
             Some("mox-serverfirst")
         );
 
-        let out_of_scope = Subject {
-            in_scope: false,
+        let ports = service_ports(&svc, &slices, excluded_of);
+        let skipped = Subject {
+            scope: Scope::Skipped,
             ..subject(&svc)
         };
-        let ports = service_ports(&svc, &slices, excluded_of);
         assert_eq!(
-            desired_delete(&desired(V1, out_of_scope, &ports, &[own])),
+            desired_delete(&desired(V1, skipped, &ports, &[own])),
             Some("mox-serverfirst")
         );
+    }
+
+    #[test]
+    fn an_unselected_namespace_keeps_the_rule_as_it_is() {
+        // The pods still exclude 25 and 587 and the rule lacks 587: in scope it would be updated;
+        // out of scope it is neither updated nor deleted, and nothing is reported.
+        let svc = service(
+            "mox",
+            json!([{"name": "smtp", "port": 25}, {"name": "sub", "port": 587}]),
+        );
+        let slices = [slice(
+            "mox",
+            &[("smtp", 25), ("sub", 587)],
+            &["mox-a", "web"],
+        )];
+        let stale = json!({"host": "mox", "trafficPolicy": {"portLevelSettings": [
+            {"port": {"number": 25}, "tls": {"mode": "DISABLE"}}]}});
+        let labels = own_labels();
+        let own = RuleView {
+            name: "mox-serverfirst",
+            labels: Some(&labels),
+            spec: &stale,
+        };
+        let ports = service_ports(&svc, &slices, excluded_of);
+        let managed = desired(V1, subject(&svc), &ports, &[own]);
+        assert_eq!(applied_ports(&managed), [25, 587]);
+        assert!(!managed.mixed.is_empty());
+        let unselected = Subject {
+            scope: Scope::Unselected,
+            ..subject(&svc)
+        };
+        assert_eq!(desired(V1, unselected, &ports, &[own]), Desired::default());
     }
 
     fn desired_delete(desired: &Desired) -> Option<&str> {
