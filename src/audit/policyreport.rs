@@ -313,6 +313,7 @@ mod tests {
             reason: "no server-first ports".into(),
             warnings: vec![],
             companion: String::new(),
+            kept: Default::default(),
         }
     }
 

@@ -170,6 +170,7 @@ mod tests {
             reason: String::new(),
             warnings: vec![],
             companion: String::new(),
+            kept: Default::default(),
         }
     }
 
