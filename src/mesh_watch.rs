@@ -22,6 +22,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::mesh_state::{MeshObject, MeshState, SharedMeshState};
+use crate::watch::backoff_on_failures;
 
 /// How often discovery is asked again while no `security.istio.io` API is served.
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
@@ -77,11 +78,10 @@ pub async fn run(
 ) {
     let changed = Arc::new(Notify::new());
     let (namespaces, writer) = reflector::store::<PartialObjectMeta<Namespace>>();
-    let namespace_events = watcher(
+    let namespace_events = backoff_on_failures(watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .default_backoff()
+    ))
     // Labels are all a decision reads of a namespace: the cache stays small in large clusters.
     .modify(|namespace: &mut PartialObjectMeta<Namespace>| {
         namespace.metadata.annotations = None;
@@ -132,7 +132,7 @@ pub async fn run(
 }
 
 /// Polls a reflected watch stream until `shutdown`, telling `changed` after each event. Errors
-/// are logged; the stream's own backoff paces the retries.
+/// are logged and paced by the stream's policy ([`crate::watch`]).
 async fn drain<S, T>(stream: S, changed: Arc<Notify>, shutdown: CancellationToken)
 where
     S: Stream<Item = Result<T, watcher::Error>> + Send,
@@ -146,7 +146,7 @@ where
         match next {
             None => return,
             Some(Ok(_)) => changed.notify_one(),
-            Some(Err(error)) => tracing::warn!(%error, "mesh state watch failed; retrying"),
+            Some(Err(_)) => {}
         }
     }
 }
@@ -196,11 +196,10 @@ async fn watch_policies(
         tracing::info!(api_version = %resource.api_version, kind = %resource.kind, "watching mesh policies");
         let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
         readers.push((resource.clone(), writer.as_reader()));
-        let events = watcher(
+        let events = backoff_on_failures(watcher(
             Api::<DynamicObject>::all_with(client.clone(), &resource),
             watcher::Config::default(),
-        )
-        .default_backoff()
+        ))
         .modify(|policy: &mut DynamicObject| {
             // kubectl's last-applied copy can be larger than the policy itself.
             policy.metadata.annotations = None;
