@@ -16,6 +16,16 @@
 //! captured (`serverfirst.dev/skip`, Istio mTLS between the two sidecars); then auto mTLS to the
 //! excluded port without and with the companion DestinationRule.
 //!
+//! Identity cases: the cluster has a STRICT PeerAuthentication for `mail` and an
+//! AuthorizationPolicy that lets only `spiffe://cluster.local/ns/apps/sa/mailer` in, and the
+//! server's Envoy is built as istiod builds it under both (the STRICT TCP chain, terminating
+//! mTLS, with the network RBAC filter before `tcp_proxy`). The mail server pod is admitted by the
+//! webhook knowing those policies (587 kept in the mesh) and knowing nothing (587 excluded, the
+//! companion rule making meshed clients send plaintext). Three clients send mail: the mailer
+//! through its sidecar, an intruder (another service account) through a sidecar of its own in a
+//! third namespace, and a plaintext client from a fourth namespace outside the mesh, straight to
+//! the pod's address. Kept: the mailer's mail alone is delivered; excluded: everyone's is.
+//!
 //! FTP cases: the FTP manifest's Service (`ftp-control` 21, `pasv-start` 21100, `pasv-1` 21101)
 //! in front of pyftpdlib, its pod as the webhook returned it (control port and passive range
 //! excluded, the companion DestinationRule making the client send plaintext), and curl
@@ -38,6 +48,8 @@ mod e2e_mail;
 mod e2e_pods;
 #[path = "support/envoy.rs"]
 mod envoy;
+#[path = "support/istio_authz.rs"]
+mod istio_authz;
 #[path = "support/istio_model.rs"]
 mod istio_model;
 #[path = "support/istio_outbound.rs"]
@@ -64,13 +76,15 @@ use e2e_pods::{
     manifest_ftp_service,
 };
 use envoy::Envoy;
-use istio_model::{IptablesArgs, pod_capture};
+use istio_model::{EXCLUDE_INBOUND_PORTS, IptablesArgs, pod_capture};
 use istio_outbound::{Endpoint, OutboundSidecar, TLS_MODE_LABEL, VIRTUAL_OUTBOUND_PORT};
-use istio_sidecar::{InboundSidecar, ServicePort, VIRTUAL_INBOUND_PORT};
+use istio_sidecar::{InboundSidecar, PeerAuthentication, ServicePort, VIRTUAL_INBOUND_PORT};
 use mesh_tls::{MeshCa, spiffe_id};
-use netns::{CLIENT_ADDR, Daemon, POD_ADDR, Sandbox, run_bounded, say, text};
+use netns::{CLIENT_ADDR, Daemon, POD_ADDR, Peer, Sandbox, run_bounded, say, text};
 use serde_json::{Value, json};
 use serverfirst::config::Config;
+use serverfirst::mesh::{KEPT_RECORD_KEY, RECORD_KEY};
+use serverfirst::mesh_state::{DEFAULT_ROOT_NAMESPACE, MeshObject, MeshState};
 use serverfirst::server::Limits;
 use webhook_support::TestServer;
 
@@ -142,14 +156,15 @@ fn server_pod(side: ServerSide) -> Value {
     if side == ServerSide::Captured {
         pod["metadata"]["labels"]["serverfirst.dev/skip"] = json!("true");
     }
-    webhook_pod_with_sidecar(&pod)
+    webhook_pod_with_sidecar(&pod, MeshState::default())
 }
 
-/// `pod` as the webhook (default configuration) returned it, with the label Istio's injector
-/// adds.
-fn webhook_pod_with_sidecar(pod: &Value) -> Value {
+/// `pod` as the webhook (default configuration, deciding with `mesh`) returned it, with the
+/// label Istio's injector adds.
+fn webhook_pod_with_sidecar(pod: &Value, mesh: MeshState) -> Value {
     let mut pod = block_on(async {
         let server = TestServer::start(Config::default(), Limits::default()).await;
+        server.mesh.store(std::sync::Arc::new(mesh));
         admit(&server, pod).await
     });
     pod["metadata"]["labels"][TLS_MODE_LABEL] = json!("istio");
@@ -162,12 +177,92 @@ fn capture_of(pod: &Value) -> IptablesArgs {
         .expect("the pod is captured in REDIRECT mode")
 }
 
-/// What a case runs against: the Service istiod sees, the server pod and the DestinationRule
-/// istiod finds for the Service's host.
+/// What a case runs against: the Service istiod sees, the server pod, the DestinationRule
+/// istiod finds for the Service's host, the policies on the server's sidecar and who the client
+/// is.
 struct Setup {
     service: Value,
     pod: Value,
     destination_rule: Option<Value>,
+    /// The server sidecar's PeerAuthentication mode.
+    server_mtls: PeerAuthentication,
+    /// The AuthorizationPolicies that select the server pod.
+    authorization: Vec<Value>,
+    /// The client pod's namespace and service account: its SPIFFE identity.
+    client_account: (&'static str, &'static str),
+}
+
+impl Setup {
+    /// Istio's defaults: PERMISSIVE, no AuthorizationPolicy; any client.
+    fn permissive(service: Value, pod: Value, destination_rule: Option<Value>) -> Setup {
+        Setup {
+            service,
+            pod,
+            destination_rule,
+            server_mtls: PeerAuthentication::Permissive,
+            authorization: Vec::new(),
+            client_account: ("client", "app"),
+        }
+    }
+}
+
+/// The SPIFFE identity of the mail server's pod (service account `mox` in `mail`).
+fn server_id() -> String {
+    spiffe_id("mail", "mox")
+}
+
+/// A meshed client pod's sidecar: the nat rules the injector writes for a pod with nothing
+/// excluded, and Envoy with the outbound configuration istiod pushes for the case's Service,
+/// holding the certificate of `account` from the mesh CA.
+struct ClientSidecar {
+    envoy: Envoy,
+    outbound: OutboundSidecar,
+}
+
+impl ClientSidecar {
+    /// In `namespace`, whose address is `addr`.
+    fn start(
+        namespace: &str,
+        addr: &str,
+        setup: &Setup,
+        ca: &MeshCa,
+        (account_namespace, account): (&str, &str),
+    ) -> ClientSidecar {
+        let client_pod = json!({ "metadata": { "annotations": {} }, "spec": {} });
+        let capture = capture_of(&client_pod);
+        netns::load_nat_in(namespace, &capture.restore_input().expect("REDIRECT rules"));
+        let identity = ca.workload(
+            &format!("{account_namespace}-{account}"),
+            &spiffe_id(account_namespace, account),
+        );
+        let tls_mode = setup.pod["metadata"]["labels"][TLS_MODE_LABEL]
+            .as_str()
+            .map(str::to_string);
+        let outbound = OutboundSidecar::for_service(&setup.service, VIP)
+            .expect("outbound model")
+            .endpoint(Endpoint {
+                address: POD_ADDR.to_string(),
+                tls_mode,
+            })
+            .destination_rule(setup.destination_rule.clone())
+            .mtls(identity, &[&server_id()]);
+        let bootstrap = istio_sidecar::bootstrap(
+            &format!(
+                "sidecar~{addr}~{account}.{account_namespace}~{account_namespace}.svc.cluster.local"
+            ),
+            outbound.listeners(),
+            outbound.clusters().expect("outbound clusters"),
+        );
+        let envoy = Envoy::start_in(namespace, &bootstrap);
+        let mut listening = Sandbox::exec(namespace, "ss");
+        listening.arg("-Hltn");
+        let listening = text(&run_bounded(listening));
+        assert!(
+            listening.contains(&format!(":{VIRTUAL_OUTBOUND_PORT} ")),
+            "{listening}"
+        );
+        ClientSidecar { envoy, outbound }
+    }
 }
 
 /// One test bed: both namespaces, both Envoys and the mail server.
@@ -179,7 +274,7 @@ struct MeshedClient {
     outbound: OutboundSidecar,
     setup: Setup,
     sandbox: Sandbox,
-    _ca: MeshCa,
+    ca: MeshCa,
     dir: tempfile::TempDir,
 }
 
@@ -206,65 +301,52 @@ impl MeshedClient {
             "via",
             POD_ADDR,
         ]));
-        // The client pod: injected with the mesh defaults, nothing excluded.
-        let client_pod = json!({ "metadata": { "annotations": {} }, "spec": {} });
-        let client_capture = capture_of(&client_pod);
-        netns::load_nat_in(
-            &sandbox.client,
-            &client_capture.restore_input().expect("REDIRECT rules"),
-        );
         sandbox.load_nat(&capture_of(&setup.pod).restore_input().expect("rules"));
 
         let ca = MeshCa::new();
-        let server_id = spiffe_id("mail", "mox");
-        let server_tls = ca.workload("server", &server_id);
-        let client_tls = ca.workload("client", &spiffe_id("client", "app"));
-
+        let server_tls = ca.workload("server", &server_id());
         let ports = ServicePort::of_service(&setup.service).expect("Service ports");
-        let inbound = InboundSidecar::new().service_ports(ports).mtls(server_tls);
+        let rbac = istio_authz::rbac_filters(&setup.authorization).expect("the RBAC model");
+        let inbound = InboundSidecar::new()
+            .service_ports(ports)
+            .peer_authentication(setup.server_mtls)
+            .mtls(server_tls)
+            .rbac(rbac);
         let server_bootstrap = istio_sidecar::bootstrap(
             &format!("sidecar~{POD_ADDR}~mox.mail~mail.svc.cluster.local"),
             vec![inbound.listener()],
             inbound.clusters(),
         );
         let server_envoy = Envoy::start(&sandbox, &server_bootstrap);
-
-        let tls_mode = setup.pod["metadata"]["labels"][TLS_MODE_LABEL]
-            .as_str()
-            .map(str::to_string);
-        let outbound = OutboundSidecar::for_service(&setup.service, VIP)
-            .expect("outbound model")
-            .endpoint(Endpoint {
-                address: POD_ADDR.to_string(),
-                tls_mode,
-            })
-            .destination_rule(setup.destination_rule.clone())
-            .mtls(client_tls, &[&server_id]);
-        let client_bootstrap = istio_sidecar::bootstrap(
-            &format!("sidecar~{CLIENT_ADDR}~app.client~client.svc.cluster.local"),
-            outbound.listeners(),
-            outbound.clusters().expect("outbound clusters"),
+        let client = ClientSidecar::start(
+            &sandbox.client,
+            CLIENT_ADDR,
+            &setup,
+            &ca,
+            setup.client_account,
         );
-        let client_envoy = Envoy::start_in(&sandbox.client, &client_bootstrap);
-
-        let mesh = MeshedClient {
+        MeshedClient {
             server: None,
-            client_envoy,
+            client_envoy: client.envoy,
             server_envoy,
-            outbound,
+            outbound: client.outbound,
             setup,
             sandbox,
-            _ca: ca,
+            ca,
             dir,
-        };
-        let mut listening = Command::new("ip");
-        listening.args(["netns", "exec", &mesh.sandbox.client, "ss", "-Hltn"]);
-        let client_listening = text(&run_bounded(listening));
-        assert!(
-            client_listening.contains(&format!(":{VIRTUAL_OUTBOUND_PORT} ")),
-            "{client_listening}"
-        );
-        mesh
+        }
+    }
+
+    /// Another meshed client pod, in peer namespace `index`, with the identity of `account`.
+    fn meshed_peer(&self, index: u8, account: (&'static str, &'static str)) -> PeerClient {
+        let peer = self.sandbox.add_peer(index);
+        let sidecar =
+            ClientSidecar::start(&peer.namespace, &peer.addr, &self.setup, &self.ca, account);
+        PeerClient {
+            sidecar,
+            account,
+            peer,
+        }
     }
 
     fn start_server(&mut self, recorder: bool) {
@@ -293,25 +375,19 @@ impl MeshedClient {
         self.server.as_ref().map(Daemon::stdout).unwrap_or_default()
     }
 
-    /// `program` in the client namespace as the application's uid, so its connections are
-    /// captured by the client's nat rules.
+    /// `program` in the client namespace as the application's uid.
     fn as_app(&self, program: &str) -> Command {
-        let mut command = self.sandbox.in_client("setpriv");
-        let id = APP_UID.to_string();
-        command.args([
-            &format!("--reuid={id}"),
-            &format!("--regid={id}"),
-            "--clear-groups",
-            "--",
-            program,
-        ]);
-        command
+        app_in(&self.sandbox.client, program)
     }
 
     /// `serverfirst probe VIP:587` from the client application: exit code and JSON report.
     fn probe(&self) -> (i32, Value) {
-        let mut command = self.as_app(BIN);
-        command.args(["probe", &format!("{VIP}:{SUBMISSION}"), "-o", "json"]);
+        self.probe_with(self.as_app(BIN), VIP)
+    }
+
+    /// `serverfirst probe <host>:587` run by `command` (the binary in some namespace).
+    fn probe_with(&self, mut command: Command, host: &str) -> (i32, Value) {
+        command.args(["probe", &format!("{host}:{SUBMISSION}"), "-o", "json"]);
         command.args([
             "--send-after",
             &format!("{STALL_WAIT_SECS}s"),
@@ -346,15 +422,7 @@ impl MeshedClient {
     /// The client Envoy's `/stats` once the sum of its counters `names` reaches `at_least`, or
     /// after three seconds.
     fn client_stats_reaching(&self, names: &[&str], at_least: u64) -> BTreeMap<String, u64> {
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
-            let stats = self.client_envoy.stats();
-            let done = names.iter().map(|n| stat(&stats, n)).sum::<u64>();
-            if done >= at_least || Instant::now() > deadline {
-                return stats;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.client_envoy.stats_reaching(names, at_least)
     }
 
     /// Where a connection is in the client's Envoy: taken from 15001, held by the port
@@ -383,15 +451,7 @@ impl MeshedClient {
     /// `ISTIO_OUTPUT` sent to the proxy, and that it let out as the proxy's own.
     fn client_nat(&self) -> (u64, u64) {
         let counters = netns::nat_counters_in(&self.sandbox.client);
-        let packets = |rule: &str| -> u64 {
-            counters
-                .lines()
-                .filter_map(|line| line.strip_prefix('['))
-                .filter_map(|line| line.split_once("] "))
-                .filter(|(_, r)| *r == rule)
-                .filter_map(|(counts, _)| counts.split_once(':')?.0.parse::<u64>().ok())
-                .sum()
-        };
+        let packets = |rule: &str| netns::nat_packets(&counters, |r| r == rule);
         let proxy_uid = envoy::PROXY_UID;
         (
             packets("-A ISTIO_OUTPUT -j ISTIO_REDIRECT"),
@@ -448,6 +508,30 @@ impl MeshedClient {
         }
         logs
     }
+}
+
+/// `program` in `namespace` as the application's uid, so that its connections are captured by
+/// the namespace's nat rules, if it has any.
+fn app_in(namespace: &str, program: &str) -> Command {
+    let mut command = Sandbox::exec(namespace, "setpriv");
+    let id = APP_UID.to_string();
+    command.args([
+        &format!("--reuid={id}"),
+        &format!("--regid={id}"),
+        "--clear-groups",
+        "--",
+        program,
+    ]);
+    command
+}
+
+/// What the server said to swaks and how swaks ended, from its transcript, for a report line.
+fn swaks_replies(swaks: &Output) -> String {
+    text(swaks)
+        .lines()
+        .filter(|l| l.starts_with("***") || l.starts_with('<'))
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// A counter of a `/stats` snapshot; Envoy lists the TLS ones only for TLS clusters.
@@ -548,11 +632,7 @@ fn meshed_client_case(test: &str, tag: &str, side: ServerSide, patched: bool) {
     );
     // Plaintext to the excluded port needs the companion rule; mTLS needs nothing.
     let destination_rule = (side == ServerSide::Excluded).then(|| companion_rule(&service, &pod));
-    let setup = Setup {
-        service: service.clone(),
-        pod,
-        destination_rule,
-    };
+    let setup = Setup::permissive(service.clone(), pod, destination_rule);
     let mesh = MeshedClient::start(tag, setup);
     let expected_mode = (side == ServerSide::Excluded).then(|| "DISABLE".to_string());
     assert_eq!(mesh.outbound.tls_mode(SUBMISSION), expected_mode);
@@ -701,11 +781,7 @@ fn excluded_port_mesh(tag: &str, with_companion: bool) -> MeshedClient {
     let pod = server_pod(ServerSide::Excluded);
     assert!(!capture_of(&pod).captured(SUBMISSION));
     let destination_rule = with_companion.then(|| companion_rule(&service, &pod));
-    let setup = Setup {
-        service,
-        pod,
-        destination_rule,
-    };
+    let setup = Setup::permissive(service, pod, destination_rule);
     MeshedClient::start(tag, setup)
 }
 
@@ -736,18 +812,13 @@ fn auto_mtls_to_an_excluded_port_fails_without_the_companion_rule() {
         "{counters}\n{}",
         mesh.logs()
     );
-    let swaks_said = text(&swaks);
     say(&format!(
         "auto mTLS, no DestinationRule, 587 excluded: probe exit {code}, outcome {} (connected in \
          {:.1} ms, then closed without a byte); swaks exit {:?}: {}",
         report["outcome"],
         ms(&report, "connect_ms"),
         swaks.status.code(),
-        swaks_said
-            .lines()
-            .filter(|l| l.starts_with("***") || l.starts_with("<"))
-            .collect::<Vec<_>>()
-            .join(" | ")
+        swaks_replies(&swaks)
     ));
     say(&format!(
         "auto mTLS, no DestinationRule: client Envoy: {counters}"
@@ -845,6 +916,406 @@ fn the_companion_rule_turns_auto_mtls_off_for_the_excluded_port() {
     ));
 }
 
+/// The meshed client the AuthorizationPolicy lets in, and one it leaves out (same namespace,
+/// another service account).
+const MAILER: (&str, &str) = ("apps", "mailer");
+const INTRUDER: (&str, &str) = ("apps", "intruder");
+/// The server-first ports of the mail server pod: SMTP, submissions, submission.
+const SERVER_FIRST: &str = "25,465,587";
+/// The peer namespaces of the identity cases: the intruder's pod and a machine outside the mesh.
+const INTRUDER_PEER: u8 = 1;
+const OUTSIDE_PEER: u8 = 2;
+
+/// The `mail` namespace's PeerAuthentication: STRICT for every workload in it.
+fn strict_mail() -> Value {
+    json!({
+        "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+        "metadata": { "namespace": "mail", "name": "default" },
+        "spec": { "mtls": { "mode": "STRICT" } },
+    })
+}
+
+/// Only [`MAILER`] may talk to the mail server pod.
+fn allow_mailer() -> Value {
+    let (namespace, account) = MAILER;
+    let principal = format!("cluster.local/ns/{namespace}/sa/{account}");
+    json!({
+        "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": { "namespace": "mail", "name": "allow-mailer" },
+        "spec": {
+            "selector": { "matchLabels": { "app.kubernetes.io/name": "mox" } },
+            "action": "ALLOW",
+            "rules": [{ "from": [{ "source": { "principals": [principal] } }] }],
+        },
+    })
+}
+
+/// What the webhook knows of the mesh when it admits the server pod; the cluster holds
+/// [`strict_mail`] and [`allow_mailer`] either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    /// Its mesh state holds both policies: serverfirst keeps [`SERVER_FIRST`] in the mesh.
+    Policies,
+    /// No mesh state: serverfirst excludes them, as it did before it read policies.
+    Nothing,
+}
+
+impl Known {
+    fn mesh_state(self) -> MeshState {
+        let objects = match self {
+            Known::Policies => vec![strict_mail(), allow_mailer()],
+            Known::Nothing => Vec::new(),
+        };
+        let objects = objects.iter().map(|object| {
+            MeshObject::from_value(object)
+                .expect("a kind the mesh state holds")
+                .expect("a valid policy")
+        });
+        MeshState::new(DEFAULT_ROOT_NAMESPACE, objects)
+    }
+}
+
+/// Another client pod of an identity case: its namespace and its sidecar.
+struct PeerClient {
+    // The sidecar stops before its namespace goes.
+    sidecar: ClientSidecar,
+    account: (&'static str, &'static str),
+    peer: Peer,
+}
+
+/// One client's two tries: the probe's silent wait for the banner, then a message with swaks.
+struct Attempt {
+    who: String,
+    probe_code: i32,
+    probe: Value,
+    swaks: Output,
+    swaks_ms: f64,
+}
+
+impl Attempt {
+    /// `serverfirst probe` and swaks to `host`:587, run in `namespace` as the application.
+    fn run(mesh: &MeshedClient, who: &str, namespace: &str, host: &str) -> Attempt {
+        let (probe_code, probe) = mesh.probe_with(app_in(namespace, BIN), host);
+        let started = Instant::now();
+        let swaks = e2e_mail::swaks(app_in(namespace, "swaks"), host, SUBMISSION, who);
+        Attempt {
+            who: who.to_string(),
+            probe_code,
+            probe,
+            swaks,
+            swaks_ms: elapsed_ms(started),
+        }
+    }
+
+    fn delivered_at_once(&self, logs: impl Fn() -> String) -> f64 {
+        assert_eq!(
+            self.probe_code,
+            0,
+            "{}: {}\n{}",
+            self.who,
+            self.probe,
+            logs()
+        );
+        assert_eq!(
+            self.probe["outcome"], "banner",
+            "{}: {}",
+            self.who, self.probe
+        );
+        let first_byte = ms(&self.probe, "first_byte_ms");
+        assert!(first_byte < AT_ONCE_MS, "{}: {}", self.who, self.probe);
+        assert_eq!(
+            self.swaks.status.code(),
+            Some(0),
+            "{}: swaks: {}\n{}",
+            self.who,
+            text(&self.swaks),
+            logs()
+        );
+        first_byte
+    }
+
+    /// How the probe and swaks ended, for a report line.
+    fn summary(&self) -> String {
+        let field = |name: &str| {
+            self.probe[name]
+                .as_f64()
+                .map_or("-".to_string(), |v| format!("{v:.3} ms"))
+        };
+        format!(
+            "{}: probe exit {} outcome {} (first byte {}, spoke at {}); swaks exit {:?} after \
+             {:.0} ms: {}",
+            self.who,
+            self.probe_code,
+            self.probe["outcome"],
+            field("first_byte_ms"),
+            field("sent_ms"),
+            self.swaks.status.code(),
+            self.swaks_ms,
+            swaks_replies(&self.swaks)
+        )
+    }
+}
+
+/// The subjects of the messages in the Maildir, sorted.
+fn delivered_subjects(mesh: &MeshedClient) -> Vec<String> {
+    let mut subjects: Vec<String> = mesh
+        .maildir_new()
+        .iter()
+        .filter_map(|message| {
+            message
+                .lines()
+                .find_map(|line| line.strip_prefix("Subject: "))
+                .map(str::to_string)
+        })
+        .collect();
+    subjects.sort();
+    subjects
+}
+
+/// The mail server pod as the webhook admits it knowing `known`, and the companion rule the
+/// controller derives for it behind `service`, if any.
+fn identity_server_pod(service: &Value, known: Known) -> (Value, Option<Value>) {
+    let pod = webhook_pod_with_sidecar(&created_pod(), known.mesh_state());
+    let annotations = &pod["metadata"]["annotations"];
+    let capture = capture_of(&pod);
+    let rules = companions::rules(service, &pod, POD_ADDR);
+    match known {
+        Known::Policies => {
+            assert_eq!(annotations[KEPT_RECORD_KEY], SERVER_FIRST, "{annotations}");
+            for key in [EXCLUDE_INBOUND_PORTS, RECORD_KEY] {
+                assert!(annotations.get(key).is_none(), "{key}: {annotations}");
+            }
+            assert!(capture.captured(SUBMISSION), "{capture:?}");
+            // Nothing excluded, so no companion rule: meshed clients keep auto mTLS.
+            assert!(rules.is_empty(), "{rules:?}");
+        }
+        Known::Nothing => {
+            assert_eq!(annotations[RECORD_KEY], SERVER_FIRST, "{annotations}");
+            assert!(annotations.get(KEPT_RECORD_KEY).is_none(), "{annotations}");
+            assert!(!capture.captured(SUBMISSION), "{capture:?}");
+            assert_eq!(rules.len(), 1, "{rules:?}");
+        }
+    }
+    (pod, rules.into_iter().next())
+}
+
+/// The mail server pod as the webhook admits it knowing `known`, behind the Service as patched,
+/// in a cluster with [`strict_mail`] and [`allow_mailer`]: its sidecar built as istiod builds it
+/// under both (the STRICT TCP chain, the RBAC filter). Three clients send mail: the mailer and
+/// the intruder through their own sidecars, each with its own identity from the mesh CA, and a
+/// plaintext client from outside the mesh straight to the pod's address. Kept: the mailer's mail
+/// alone is delivered. Excluded: everyone's is; the server's Envoy never sees a connection.
+fn identity_case(test: &str, tag: &str, known: Known) {
+    if !prerequisites(test, tag) {
+        return;
+    }
+    let service = service_as_patched();
+    let (pod, destination_rule) = identity_server_pod(&service, known);
+    let setup = Setup {
+        service,
+        pod,
+        destination_rule,
+        server_mtls: PeerAuthentication::Strict,
+        authorization: vec![allow_mailer()],
+        client_account: MAILER,
+    };
+    let label = match known {
+        Known::Policies => "kept (STRICT + AuthorizationPolicy known)",
+        Known::Nothing => "excluded (no mesh state)",
+    };
+    let mesh = MeshedClient::start(tag, setup);
+    let intruder = mesh.meshed_peer(INTRUDER_PEER, INTRUDER);
+    let outside = mesh.sandbox.add_peer(OUTSIDE_PEER);
+    say(&format!(
+        "{label}: mailer {} from {CLIENT_ADDR}, intruder {} from {}, plaintext from {}",
+        spiffe_id(MAILER.0, MAILER.1),
+        spiffe_id(intruder.account.0, intruder.account.1),
+        intruder.peer.addr,
+        outside.addr
+    ));
+    let expected_mode = (known == Known::Nothing).then(|| "DISABLE".to_string());
+    assert_eq!(mesh.outbound.tls_mode(SUBMISSION), expected_mode);
+    assert_eq!(
+        intruder.sidecar.outbound.tls_mode(SUBMISSION),
+        expected_mode
+    );
+
+    let mailer = Attempt::run(&mesh, "mailer", &mesh.sandbox.client, VIP);
+    let intruding = Attempt::run(&mesh, "intruder", &intruder.peer.namespace, VIP);
+    let plaintext = Attempt::run(&mesh, "outside the mesh", &outside.namespace, POD_ADDR);
+
+    let listener = format!("listener.0.0.0.0_{VIRTUAL_INBOUND_PORT}");
+    let allowed = format!("{}rbac.allowed", istio_authz::TCP_STAT_PREFIX);
+    let denied = format!("{}rbac.denied", istio_authz::TCP_STAT_PREFIX);
+    let no_chain = format!("{listener}.no_filter_chain_match");
+    let gave_up = format!("{listener}.downstream_listener_filter_remote_close");
+    let handshakes = format!("{listener}.ssl.handshake");
+    let upstream = format!("cluster.inbound|{SUBMISSION}||.upstream_cx_total");
+    let server_names = [
+        allowed.as_str(),
+        denied.as_str(),
+        &format!("{listener}.downstream_cx_total"),
+        &handshakes,
+        &no_chain,
+        &gave_up,
+        &upstream,
+    ];
+    let client_cluster = format!("cluster.{}", mesh.outbound.cluster_name(SUBMISSION));
+    let client_handshakes = format!("{client_cluster}.ssl.handshake");
+    let client_names = [
+        format!("{client_cluster}.upstream_cx_total"),
+        client_handshakes.clone(),
+        format!("{client_cluster}.upstream_cx_destroy_remote"),
+    ];
+    let client_names: Vec<&str> = client_names.iter().map(String::as_str).collect();
+    let sidecars = [
+        ("mailer", &mesh.client_envoy),
+        ("intruder", &intruder.sidecar.envoy),
+    ];
+    let client_stats: Vec<(&str, BTreeMap<String, u64>)> = sidecars
+        .iter()
+        .map(|(who, envoy)| (*who, envoy.stats()))
+        .collect();
+    let nat = mesh.sandbox.nat_counters();
+    let dport = format!("--dport {SUBMISSION} ");
+    let returned = netns::nat_packets(&nat, |rule| {
+        rule.starts_with("-A ISTIO_INBOUND") && rule.contains(&dport) && rule.ends_with("RETURN")
+    });
+    let redirected = netns::nat_packets(&nat, |rule| {
+        rule.starts_with("-A ISTIO_INBOUND") && rule.ends_with("-j ISTIO_IN_REDIRECT")
+    });
+    let logs = || mesh.logs();
+    for attempt in [&mailer, &intruding, &plaintext] {
+        say(&format!("{label}: {}", attempt.summary()));
+    }
+    let mailer_banner = mailer.delivered_at_once(logs);
+    let subjects = delivered_subjects(&mesh);
+    let stats;
+    match known {
+        Known::Policies => {
+            // Both sidecars completed mTLS with a valid identity; the policy refused one.
+            for (who, stats) in &client_stats {
+                let counters = envoy::counters(stats, &client_names);
+                assert_eq!(stat(stats, &client_handshakes), 2, "{who}: {counters}");
+            }
+            assert_ne!(
+                intruding.swaks.status.code(),
+                Some(0),
+                "{}",
+                intruding.summary()
+            );
+            // It may see the banner: tcp_proxy connects upstream at once and RBAC decides at the
+            // first bytes (envoyproxy/envoy#9023). Nothing it said reached the server: no reply
+            // to its EHLO.
+            assert!(
+                !text(&intruding.swaks).contains("<-  250"),
+                "{}",
+                intruding.summary()
+            );
+            // Plaintext waits in the TLS inspector (listener_inbound.go buildInboundListener:
+            // protocolDetectionTimeout, 0s) until it speaks, then matches no chain: STRICT has
+            // the TLS chain only (filterchain_options.go inboundStrictTCPFilterChainMatchOptions).
+            assert_ne!(
+                plaintext.probe["outcome"],
+                "banner",
+                "{}",
+                plaintext.summary()
+            );
+            assert_eq!(
+                plaintext.swaks.status.code(),
+                Some(21),
+                "{}",
+                plaintext.summary()
+            );
+            stats = mesh
+                .server_envoy
+                .stats_reaching(&[&allowed, &denied, &no_chain, &gave_up], 6);
+            let counters = envoy::counters(&stats, &server_names);
+            // Network RBAC decides at a connection's first data or end of stream
+            // (rbac_filter.cc, RoleBasedAccessControlFilter::onData): the probe's close after
+            // the banner counts as well as swaks' session.
+            assert_eq!(
+                stat(&stats, &allowed),
+                2,
+                "the mailer's connections: {counters}"
+            );
+            assert_eq!(
+                stat(&stats, &denied),
+                2,
+                "the intruder's connections: {counters}"
+            );
+            assert_eq!(
+                stat(&stats, &handshakes),
+                4,
+                "both meshed clients: {counters}"
+            );
+            assert_eq!(
+                stat(&stats, &no_chain) + stat(&stats, &gave_up),
+                2,
+                "the plaintext client's two connections: {counters}"
+            );
+            assert_eq!((redirected, returned), (6, 0), "{nat}");
+            assert_eq!(subjects, ["mailer"], "{}", logs());
+            assert_eq!(mesh.deliveries(1).len(), 1, "{}", logs());
+        }
+        Known::Nothing => {
+            intruding.delivered_at_once(logs);
+            plaintext.delivered_at_once(logs);
+            // The companion rule: plaintext from both sidecars.
+            for (who, stats) in &client_stats {
+                let counters = envoy::counters(stats, &client_names);
+                assert_eq!(stat(stats, &client_handshakes), 0, "{who}: {counters}");
+            }
+            stats = mesh.server_envoy.stats();
+            let counters = envoy::counters(&stats, &server_names);
+            for name in server_names {
+                assert_eq!(stat(&stats, name), 0, "no Envoy on the path: {counters}");
+            }
+            assert_eq!((redirected, returned), (0, 6), "{nat}");
+            assert_eq!(
+                subjects,
+                ["intruder", "mailer", "outside the mesh"],
+                "{}",
+                logs()
+            );
+            assert_eq!(mesh.deliveries(3).len(), 3, "{}", logs());
+        }
+    }
+    say(&format!(
+        "{label}: mailer banner {mailer_banner:.3} ms after connecting; delivered: {subjects:?}"
+    ));
+    say(&format!(
+        "{label}: server Envoy: {}",
+        envoy::counters(&stats, &server_names)
+    ));
+    say(&format!(
+        "{label}: pod nat: {redirected} connections redirected to {VIRTUAL_INBOUND_PORT}, \
+         {returned} let through to {SUBMISSION}"
+    ));
+    for (who, stats) in &client_stats {
+        say(&format!(
+            "{label}: {who}'s sidecar: {}",
+            envoy::counters(stats, &client_names)
+        ));
+    }
+}
+
+/// Kept in the mesh: the mailer's mail is delivered at once; the intruder's sidecar completes
+/// mTLS but RBAC denies it; the plaintext client never reaches a filter chain.
+#[test]
+fn a_kept_port_delivers_only_the_allowed_meshed_clients_mail() {
+    let test = "a_kept_port_delivers_only_the_allowed_meshed_clients_mail";
+    identity_case(test, "ka", Known::Policies);
+}
+
+/// Excluded, as serverfirst decided before it read policies: the intruder's mail and the
+/// plaintext client's are delivered too, past STRICT and the AuthorizationPolicy.
+#[test]
+fn an_excluded_port_delivers_everyones_mail_past_the_policies() {
+    let test = "an_excluded_port_delivers_everyones_mail_past_the_policies";
+    identity_case(test, "kb", Known::Nothing);
+}
+
 /// The FTP Service a case's client sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FtpService {
@@ -940,16 +1411,13 @@ fn meshed_ftp_case(test: &str, tag: &str, variant: FtpService) {
     let service = variant.object();
     let passive = passive_ports(&service);
     assert_eq!(passive, [21100, 21101], "{service}");
-    let pod = webhook_pod_with_sidecar(&manifest_ftp_pod());
+    let pod = webhook_pod_with_sidecar(&manifest_ftp_pod(), MeshState::default());
     let capture = capture_of(&pod);
     for port in std::iter::once(FTP_CONTROL_PORT).chain(passive.iter().copied()) {
         assert!(!capture.captured(port), "server pod: {port}: {capture:?}");
     }
-    let setup = Setup {
-        destination_rule: Some(companion_rule(&service, &pod)),
-        service: service.clone(),
-        pod,
-    };
+    let destination_rule = Some(companion_rule(&service, &pod));
+    let setup = Setup::permissive(service.clone(), pod, destination_rule);
     let mut mesh = MeshedClient::with_sidecars(tag, setup);
     for port in std::iter::once(FTP_CONTROL_PORT).chain(passive.iter().copied()) {
         assert_eq!(mesh.outbound.tls_mode(port).as_deref(), Some("DISABLE"));

@@ -186,17 +186,7 @@ impl Mesh {
     /// Packets (= new connections: nat sees only the first packet of each) that hit the rules of
     /// the pod's nat table that `matches` selects.
     fn packets(&self, matches: impl Fn(&str) -> bool) -> u64 {
-        let counters = self.sandbox.nat_counters();
-        counters
-            .lines()
-            .filter_map(|line| line.strip_prefix('['))
-            .filter_map(|line| line.split_once("] "))
-            .filter(|(_, rule)| matches(rule))
-            .map(|(counts, _)| {
-                let (packets, _) = counts.split_once(':').expect("[packets:bytes]");
-                packets.parse::<u64>().expect("packets")
-            })
-            .sum()
+        netns::nat_packets(&self.sandbox.nat_counters(), matches)
     }
 
     /// Inbound connections sent to the proxy, by any rule.

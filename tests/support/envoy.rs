@@ -139,6 +139,19 @@ impl Envoy {
             .collect()
     }
 
+    /// `/stats` once the sum of the counters `names` reaches `at_least`, or after three seconds.
+    pub fn stats_reaching(&self, names: &[&str], at_least: u64) -> BTreeMap<String, u64> {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let stats = self.stats();
+            let done: u64 = names.iter().filter_map(|n| stats.get(*n)).sum();
+            if done >= at_least || Instant::now() > deadline {
+                return stats;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn logs(&self) -> String {
         format!("{}{}", self.daemon.stdout(), self.daemon.stderr())
     }

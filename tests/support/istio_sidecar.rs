@@ -9,12 +9,13 @@
 //! Modelled: the inbound side, `virtualInbound` on 15006 as
 //! `pilot/pkg/networking/core/listener_inbound.go` builds it: listener filters, the filter chain
 //! matches per Service port and for the passthrough, the clusters they end in; with
-//! [`InboundSidecar::mtls`], the mesh certificates on the chains Istio terminates mTLS on.
-//! Not modelled: Istio's own network filters after the chain is picked (`istio_authn`,
-//! `istio.metadata_exchange`, RBAC, `istio.stats`), xDS (the configuration is static) and SDS
-//! (certificates are files; without them, chains that Istio gives a TLS transport socket
-//! forward the bytes as they are). Every chain ends in Envoy's own `tcp_proxy` or
-//! `http_connection_manager`, as Istio's do.
+//! [`InboundSidecar::mtls`], the mesh certificates on the chains Istio terminates mTLS on; with
+//! [`InboundSidecar::rbac`], the AuthorizationPolicies' RBAC filters where
+//! `networkfilter.go` `buildCompleteNetworkFilters` puts them (before `tcp_proxy`) and before an
+//! HTTP chain's router. Not modelled: Istio's own filters (`istio.metadata_exchange`,
+//! `istio.stats`), xDS (the configuration is static) and SDS (certificates are files; without
+//! them, chains that Istio gives a TLS transport socket forward the bytes as they are). Every
+//! chain ends in Envoy's own `tcp_proxy` or `http_connection_manager`, as Istio's do.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -302,6 +303,16 @@ pub struct InboundSidecar {
     peer_authentication: PeerAuthentication,
     protocol_detection_timeout: Duration,
     mtls: Option<TlsFiles>,
+    rbac: RbacFilters,
+}
+
+/// The RBAC filters of the AuthorizationPolicies that select the workload, as
+/// `pilot/pkg/security/authz/builder` builds them: network filters for TCP chains, HTTP filters
+/// for HTTP chains.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RbacFilters {
+    pub network: Vec<Value>,
+    pub http: Vec<Value>,
 }
 
 /// A workload's mesh certificate, its key and the mesh's root, as files Envoy reads (Istio
@@ -349,6 +360,7 @@ impl InboundSidecar {
             peer_authentication: PeerAuthentication::Permissive,
             protocol_detection_timeout: Duration::ZERO,
             mtls: None,
+            rbac: RbacFilters::default(),
         }
     }
 
@@ -371,6 +383,13 @@ impl InboundSidecar {
     /// Terminates Istio mTLS with `identity` on the chains Istio gives a TLS transport socket.
     pub fn mtls(mut self, identity: TlsFiles) -> InboundSidecar {
         self.mtls = Some(identity);
+        self
+    }
+
+    /// Enforces the AuthorizationPolicies `rbac` was built from on every chain but the
+    /// blackhole (`buildInboundBlackhole` has no authorization filters).
+    pub fn rbac(mut self, rbac: RbacFilters) -> InboundSidecar {
+        self.rbac = rbac;
         self
     }
 
@@ -523,7 +542,7 @@ impl InboundSidecar {
             "listener_filters_timeout": envoy_duration(self.protocol_detection_timeout),
             "filter_chains": chains
                 .iter()
-                .map(|chain| chain_config(chain, self.mtls.as_ref()))
+                .map(|chain| chain_config(chain, self.mtls.as_ref(), &self.rbac))
                 .collect::<Vec<_>>(),
         })
     }
@@ -563,7 +582,14 @@ fn original_dst_cluster(name: &str) -> Value {
     })
 }
 
-fn chain_config(chain: &FilterChain, identity: Option<&TlsFiles>) -> Value {
+fn chain_config(chain: &FilterChain, identity: Option<&TlsFiles>, rbac: &RbacFilters) -> Value {
+    // buildInboundBlackhole: no authorization filters.
+    let no_rbac = RbacFilters::default();
+    let rbac = if chain.cluster == BLACK_HOLE_CLUSTER {
+        &no_rbac
+    } else {
+        rbac
+    };
     let mut chain_match = json!({});
     if let Some(port) = chain.destination_port {
         chain_match["destination_port"] = json!(port);
@@ -588,10 +614,10 @@ fn chain_config(chain: &FilterChain, identity: Option<&TlsFiles>) -> Value {
                         "routes": [{ "match": { "prefix": "/" }, "route": { "cluster": chain.cluster, "timeout": "0s" } }],
                     }],
                 },
-                "http_filters": [{
+                "http_filters": rbac.http.iter().cloned().chain([json!({
                     "name": "envoy.filters.http.router",
                     "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
-                }],
+                })]).collect::<Vec<_>>(),
             }
         })
     } else {
@@ -604,8 +630,16 @@ fn chain_config(chain: &FilterChain, identity: Option<&TlsFiles>) -> Value {
             }
         })
     };
+    // buildCompleteNetworkFilters: authorization, then the terminal filter; an HTTP chain's
+    // authorization is among its HTTP filters (listener_builder.go buildHTTPConnectionManager).
+    let network_rbac = if chain.http {
+        &[][..]
+    } else {
+        &rbac.network[..]
+    };
+    let filters: Vec<Value> = network_rbac.iter().cloned().chain([filter]).collect();
     let mut config =
-        json!({ "name": chain.name, "filter_chain_match": chain_match, "filters": [filter] });
+        json!({ "name": chain.name, "filter_chain_match": chain_match, "filters": filters });
     if let Some(identity) = identity.filter(|_| chain.mtls) {
         // filterchain_options.go ToTransportSocket: mtls.HTTP on HTTP chains, mtls.TCP on the
         // others, both from authn/utils/utils.go BuildInboundTLS.
@@ -810,5 +844,73 @@ mod tests {
         );
         assert!(chains[1].get("transport_socket").is_none());
         assert!(chains[2].get("transport_socket").is_none());
+    }
+
+    /// STRICT, a TCP Service port (`inboundStrictTCPFilterChainMatchOptions`): one chain, `tls`
+    /// with any ALPN, terminating mTLS, its RBAC filter before `tcp_proxy`; the blackhole has none.
+    #[test]
+    fn strict_tcp_is_one_mtls_chain_with_its_rbac_filter_first() {
+        let submission = ServicePort {
+            name: "submission".to_string(),
+            port: 587,
+            target_port: 587,
+            protocol: "TCP".to_string(),
+            app_protocol: Some("tcp".to_string()),
+        };
+        let identity = TlsFiles {
+            cert_chain: "/c".into(),
+            private_key: "/k".into(),
+            trusted_ca: "/r".into(),
+        };
+        let rbac_filter = json!({ "name": "envoy.filters.network.rbac" });
+        let listener = InboundSidecar::new()
+            .service_ports(vec![submission])
+            .peer_authentication(PeerAuthentication::Strict)
+            .mtls(identity)
+            .rbac(RbacFilters {
+                network: vec![rbac_filter.clone()],
+                http: vec![json!({ "name": "envoy.filters.http.rbac" })],
+            })
+            .listener();
+        let chains = listener["filter_chains"].as_array().unwrap();
+        let submission: Vec<&Value> = chains
+            .iter()
+            .filter(|c| c["name"] == "0.0.0.0_587")
+            .collect();
+        assert_eq!(submission.len(), 1);
+        assert_eq!(
+            submission[0]["filter_chain_match"],
+            json!({ "destination_port": 587, "transport_protocol": "tls" })
+        );
+        assert_eq!(
+            submission[0]["transport_socket"]["typed_config"]["require_client_certificate"],
+            true
+        );
+        let names = |chain: &Value| -> Vec<String> {
+            chain["filters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            names(submission[0]),
+            [
+                "envoy.filters.network.rbac",
+                "envoy.filters.network.tcp_proxy"
+            ]
+        );
+        assert_eq!(names(&chains[0]), ["envoy.filters.network.tcp_proxy"]);
+        // inboundStrictFilterChainMatchOptions for the passthrough: HTTP over mTLS, then TCP.
+        let http = &chains[1]["filters"][0]["typed_config"]["http_filters"];
+        assert_eq!(http[0]["name"], "envoy.filters.http.rbac");
+        assert_eq!(names(&chains[2])[0], "envoy.filters.network.rbac");
+        assert!(
+            chains
+                .iter()
+                .all(|c| c["filter_chain_match"]["transport_protocol"] != "raw_buffer"),
+            "STRICT has no plaintext chain: {listener}"
+        );
     }
 }

@@ -67,10 +67,14 @@ fn sweep_stale_namespaces() {
         let Some(name) = line.split_whitespace().next() else {
             continue;
         };
-        let Some(rest) = ["sf-e2e-client-", "sf-e2e-pod-", "sf-e2e-check-"]
-            .iter()
-            .find_map(|prefix| name.strip_prefix(prefix))
-        else {
+        let Some(rest) = [
+            "sf-e2e-client-",
+            "sf-e2e-pod-",
+            "sf-e2e-peer-",
+            "sf-e2e-check-",
+        ]
+        .iter()
+        .find_map(|prefix| name.strip_prefix(prefix)) else {
             continue;
         };
         let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
@@ -159,6 +163,8 @@ pub fn text(output: &Output) -> String {
 pub struct Sandbox {
     pub client: String,
     pub pod: String,
+    /// The test process and the tag: what every name of this sandbox is made from.
+    id: String,
     veth_client: String,
     veth_pod: String,
     created: Vec<String>,
@@ -170,6 +176,7 @@ impl Sandbox {
         let mut sandbox = Sandbox {
             client: format!("sf-e2e-client-{id}"),
             pod: format!("sf-e2e-pod-{id}"),
+            id: id.clone(),
             // Interface names have at most 15 bytes.
             veth_client: format!("sfc{id}"),
             veth_pod: format!("sfp{id}"),
@@ -259,6 +266,84 @@ impl Sandbox {
     }
 }
 
+/// A further namespace joined to the pod namespace by a veth pair of its own, on a /30 of its
+/// own that exists only inside the two, its default route through the pod's end: another client
+/// pod, or a machine outside the mesh. Dropping it deletes the veth and the namespace; drop it
+/// before the [`Sandbox`].
+pub struct Peer {
+    pub namespace: String,
+    /// The peer's own address.
+    pub addr: String,
+    pod: String,
+    veth_pod: String,
+}
+
+impl Sandbox {
+    /// Peer `index` (1 to 63) on `10.201.0.<4 index>/30`, the /30 after the client's.
+    pub fn add_peer(&self, index: u8) -> Peer {
+        assert!((1..64).contains(&index), "peer index {index}");
+        let base = 4 * index;
+        let peer = Peer {
+            namespace: format!("sf-e2e-peer-{}-{index}", self.id),
+            addr: format!("10.201.0.{}", base + 1),
+            pod: self.pod.clone(),
+            veth_pod: format!("sfr{}{index}", self.id),
+        };
+        let veth_peer = format!("sfq{}{index}", self.id);
+        assert!(peer.veth_pod.len() <= 15, "{}", peer.veth_pod);
+        checked(ip(&["netns", "add", &peer.namespace]));
+        checked(ip(&[
+            "link",
+            "add",
+            &veth_peer,
+            "netns",
+            &peer.namespace,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer.veth_pod,
+            "netns",
+            &self.pod,
+        ]));
+        let pod_end = format!("10.201.0.{}", base + 2);
+        for (namespace, veth, addr) in [
+            (&peer.namespace, &veth_peer, &peer.addr),
+            (&self.pod, &peer.veth_pod, &pod_end),
+        ] {
+            checked(ip(&["-n", namespace, "link", "set", "lo", "up"]));
+            let cidr = format!("{addr}/{PREFIX}");
+            checked(ip(&["-n", namespace, "addr", "add", &cidr, "dev", veth]));
+            checked(ip(&["-n", namespace, "link", "set", veth, "up"]));
+        }
+        checked(ip(&[
+            "-n",
+            &peer.namespace,
+            "route",
+            "add",
+            "default",
+            "via",
+            &pod_end,
+        ]));
+        peer
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        for mut command in [
+            ip(&["-n", &self.pod, "link", "del", &self.veth_pod]),
+            ip(&["netns", "del", &self.namespace]),
+        ] {
+            match command.output() {
+                Ok(output) if output.status.success() => {}
+                Ok(output) => say(&format!("cleanup {command:?}: {}", text(&output))),
+                Err(error) => say(&format!("cleanup {command:?}: {error}")),
+            }
+        }
+    }
+}
+
 /// Replaces `namespace`'s nat table (and its counters) with `restore_input`.
 pub fn load_nat_in(namespace: &str, restore_input: &str) {
     let mut command = Sandbox::exec(namespace, "iptables-restore");
@@ -287,6 +372,21 @@ pub fn nat_counters_in(namespace: &str) -> String {
     let mut command = Sandbox::exec(namespace, "iptables-save");
     command.args(["-c", "-t", "nat"]);
     String::from_utf8(checked(command).stdout).expect("UTF-8")
+}
+
+/// Packets (= new connections: nat sees only the first packet of each) that hit the rules of
+/// `counters` (from [`nat_counters_in`]) that `matches` selects.
+pub fn nat_packets(counters: &str, matches: impl Fn(&str) -> bool) -> u64 {
+    counters
+        .lines()
+        .filter_map(|line| line.strip_prefix('['))
+        .filter_map(|line| line.split_once("] "))
+        .filter(|(_, rule)| matches(rule))
+        .map(|(counts, _)| {
+            let (packets, _) = counts.split_once(':').expect("[packets:bytes]");
+            packets.parse::<u64>().expect("packets")
+        })
+        .sum()
 }
 
 pub fn ip(args: &[&str]) -> Command {
