@@ -26,6 +26,8 @@
 //!   types.
 //! - [`server`]: the HTTPS webhook and the plain-HTTP health/metrics listener.
 //! - [`mesh_watch`]: keeps the webhook's mesh state current from the cluster (reflectors).
+//! - [`discovery`]: whether the cluster serves an optional API (Istio's CRDs), asked again
+//!   while it does not.
 //! - [`tls`]: serving certificate loading and hot reload.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`manifests`]: offline manifests → pod templates and Services → decisions and rendered YAML.
@@ -46,6 +48,7 @@ pub mod cli;
 pub mod companions;
 pub mod config;
 pub mod detect;
+pub mod discovery;
 pub mod ftp_passive;
 pub mod manifests;
 pub mod mesh;

@@ -5,59 +5,29 @@
 //! Decisions never wait on this: after every batch of changes a new state is built from the
 //! stores and swapped in whole, and a review reads whichever state is current. Where Istio's
 //! CRDs are not installed the policies are empty, said once, and discovery asked again every
-//! [`DISCOVERY_INTERVAL`], as the companions controller does.
+//! [`discovery::INTERVAL`], as the companions controller does.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::{Stream, StreamExt as _};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
+use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::discovery;
 use crate::mesh_state::{MeshObject, MeshState, SharedMeshState};
 use crate::watch::backoff_on_failures;
 
-/// How often discovery is asked again while no `security.istio.io` API is served.
-pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
 pub const SECURITY_GROUP: &str = "security.istio.io";
 /// Preferred first: `v1` where the cluster serves it (Istio 1.22+), else `v1beta1`.
 pub const SECURITY_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
 pub const POLICY_KINDS: [&str; 2] = ["PeerAuthentication", "AuthorizationPolicy"];
-
-/// The API of `kind` in `group` the cluster serves, the first of `versions` that it does;
-/// `Ok(None)` when it serves none.
-pub async fn discover(
-    client: &Client,
-    group: &str,
-    kind: &str,
-    versions: &[&str],
-) -> Result<Option<ApiResource>, kube::Error> {
-    for version in versions {
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        match kube::discovery::pinned_kind(client, &gvk).await {
-            Ok((resource, _)) => return Ok(Some(resource)),
-            Err(error) if is_not_served(&error) => continue,
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(None)
-}
-
-/// Discovery says "not served" as a 404 for the group version, or a list without the kind.
-pub fn is_not_served(error: &kube::Error) -> bool {
-    match error {
-        kube::Error::Api(status) => status.code == 404,
-        kube::Error::Discovery(_) => true,
-        _ => false,
-    }
-}
 
 /// The stores the state is built from.
 #[derive(Clone)]
@@ -151,7 +121,7 @@ where
     }
 }
 
-/// Finds the policies' APIs (asking again every [`DISCOVERY_INTERVAL`] while none is served),
+/// Finds the policies' APIs (asking again every [`discovery::INTERVAL`] while none is served),
 /// then reflects each kind. `known` turns true once it is settled whether there is anything to
 /// wait for.
 async fn watch_policies(
@@ -162,34 +132,20 @@ async fn watch_policies(
     tasks: tokio_util::task::TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let mut told = false;
-    let resources = loop {
-        let mut found = Vec::new();
-        let mut failed = None;
-        for kind in POLICY_KINDS {
-            match discover(&client, SECURITY_GROUP, kind, &SECURITY_VERSIONS).await {
-                Ok(Some(resource)) => found.push(resource),
-                Ok(None) => {}
-                Err(error) => failed = Some(error),
-            }
-        }
-        match failed {
-            None if !found.is_empty() => break found,
-            None => {
-                if !told {
-                    tracing::info!(
-                        "the cluster serves no security.istio.io PeerAuthentication and AuthorizationPolicy API (Istio's CRDs are not installed): no mesh policy applies; asking again every 30s"
-                    );
-                    told = true;
-                }
-                known.send_replace(true);
-            }
-            Some(error) => tracing::warn!(%error, "API discovery failed; asking again in 30s"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(DISCOVERY_INTERVAL) => {}
-        }
+    let Some(resources) = discovery::wait_until_served(
+        &client,
+        SECURITY_GROUP,
+        &POLICY_KINDS,
+        &SECURITY_VERSIONS,
+        "Istio's CRDs are not installed: no mesh policy applies",
+        || {
+            known.send_replace(true);
+        },
+        &shutdown,
+    )
+    .await
+    else {
+        return;
     };
     let mut readers = Vec::new();
     for resource in resources {

@@ -9,8 +9,9 @@ use serde::de::DeserializeOwned;
 
 use super::{AuditError, root_cause};
 use crate::config::Config;
+use crate::discovery;
 use crate::mesh_state::{MeshObject, MeshState};
-use crate::mesh_watch::{POLICY_KINDS, SECURITY_GROUP, SECURITY_VERSIONS, discover};
+use crate::mesh_watch::{POLICY_KINDS, SECURITY_GROUP, SECURITY_VERSIONS};
 
 const PAGE: u32 = 500;
 
@@ -33,7 +34,7 @@ pub async fn read(client: &Client, config: &Config) -> Result<MeshState, AuditEr
             }),
     );
     for kind in POLICY_KINDS {
-        let Some(resource) = discover(client, SECURITY_GROUP, kind, &SECURITY_VERSIONS)
+        let Some(resource) = discovery::served(client, SECURITY_GROUP, kind, &SECURITY_VERSIONS)
             .await
             .map_err(|error| AuditError::ListMesh {
                 what: format!("the API of {kind}"),

@@ -21,8 +21,8 @@ use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PartialObjectMeta, Patch,
-    PatchParams, Preconditions, ResourceExt as _,
+    Api, ApiResource, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams,
+    Preconditions, ResourceExt as _,
 };
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -34,6 +34,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::desired::{self, RuleView, Scope, ServiceRef, Subject};
+use crate::discovery;
 use crate::mesh::RECORD_KEY;
 use crate::metrics::{CompanionMetrics, ReconcileResult, RuleAction};
 use crate::ports::{PortSet, parse_port_list};
@@ -45,10 +46,9 @@ pub const FIELD_MANAGER: &str = "serverfirst";
 pub const CONTROLLER_NAME: &str = "serverfirst-companions";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const ISTIO_GROUP: &str = "networking.istio.io";
+const RULE_KIND: &str = "DestinationRule";
 /// Preferred first: `v1` where the cluster serves it (Istio 1.22+), else `v1beta1`.
 const RULE_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
-/// How often discovery is asked again while no DestinationRule API is served.
-pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
 /// Events carry at most 1 kB of note; a long pod list is cut.
 const MAX_NAMED_PODS: usize = 10;
 /// How long reconciles in flight may take to finish after shutdown: a reconcile is a few API
@@ -140,50 +140,23 @@ impl Context {
 
 /// The DestinationRule API the cluster serves (`v1` preferred), `Ok(None)` when it serves none.
 pub async fn discover_rules(client: &Client) -> Result<Option<ApiResource>, kube::Error> {
-    for version in RULE_VERSIONS {
-        let gvk = GroupVersionKind::gvk(ISTIO_GROUP, version, "DestinationRule");
-        match kube::discovery::pinned_kind(client, &gvk).await {
-            Ok((resource, _)) => return Ok(Some(resource)),
-            Err(error) if is_not_found(&error) => continue,
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(None)
+    discovery::served(client, ISTIO_GROUP, RULE_KIND, &RULE_VERSIONS).await
 }
 
-/// Discovery says "not served" as a 404 for the group version, or a list without the kind.
-fn is_not_found(error: &kube::Error) -> bool {
-    match error {
-        kube::Error::Api(status) => status.code == 404,
-        kube::Error::Discovery(_) => true,
-        _ => false,
-    }
-}
-
-/// Waits until the cluster serves DestinationRules (asking every [`DISCOVERY_INTERVAL`]);
+/// Waits until the cluster serves DestinationRules (asking every [`discovery::INTERVAL`]);
 /// `None` when `shutdown` comes first.
 pub async fn wait_for_rules(client: &Client, shutdown: &CancellationToken) -> Option<ApiResource> {
-    let mut told = false;
-    loop {
-        match discover_rules(client).await {
-            Ok(Some(resource)) => {
-                tracing::info!(api_version = %resource.api_version, "DestinationRule API found");
-                return Some(resource);
-            }
-            Ok(None) if !told => {
-                told = true;
-                tracing::info!(
-                    "the cluster serves no DestinationRule API (Istio's CRDs are not installed); asking again every 30s"
-                );
-            }
-            Ok(None) => {}
-            Err(error) => tracing::warn!(%error, "API discovery failed; asking again in 30s"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(DISCOVERY_INTERVAL) => {}
-        }
-    }
+    let mut served = discovery::wait_until_served(
+        client,
+        ISTIO_GROUP,
+        &[RULE_KIND],
+        &RULE_VERSIONS,
+        "Istio's CRDs are not installed",
+        || {},
+        shutdown,
+    )
+    .await?;
+    served.pop()
 }
 
 /// Runs the controller until `shutdown`; in-flight reconciles finish first (see [`STOP_GRACE`]).
