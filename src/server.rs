@@ -272,15 +272,31 @@ pub fn health_router<M: Exposition>(metrics: Arc<M>, ready: Arc<AtomicBool>) -> 
         )
 }
 
-/// Serves `router` on plain HTTP until `shutdown`.
+/// How long the plain listener waits for its connections after shutdown.
+pub const PLAIN_DRAIN: Duration = Duration::from_secs(1);
+
+/// Serves `router` on plain HTTP until `shutdown`, then waits at most [`PLAIN_DRAIN`] for the
+/// connections: axum's graceful shutdown waits for every one (axum serve/mod.rs,
+/// `WithGracefulShutdown`) and hyper closes only idle ones (hyper proto/h1/conn.rs,
+/// `Conn::disable_keep_alive`), so a client that sent half a request would hold the exit.
 pub async fn serve_plain(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let serving =
+        axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let drained = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(PLAIN_DRAIN).await;
+    };
+    tokio::select! {
+        served = serving => served,
+        () = drained => {
+            tracing::warn!(grace = ?PLAIN_DRAIN, "health connections still open; closing them");
+            Ok(())
+        }
+    }
 }
 
 /// Binds a TCP listener with a message that names the address.

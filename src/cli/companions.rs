@@ -3,7 +3,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
@@ -11,10 +10,6 @@ use tokio_util::sync::CancellationToken;
 use crate::companions::controller;
 use crate::metrics::CompanionMetrics;
 use crate::server;
-
-/// How long the health listener may take to finish the requests it is answering after
-/// shutdown; a probe or a scrape takes milliseconds.
-const HEALTH_DRAIN: Duration = Duration::from_secs(1);
 
 #[derive(Debug, clap::Args)]
 pub struct CompanionsArgs {
@@ -50,7 +45,7 @@ pub async fn run(args: CompanionsArgs) -> anyhow::Result<ExitCode> {
     let health_listener = server::bind(args.metrics_listen, "health and metrics").await?;
     // Ready from the start: with no Istio CRDs there is nothing to do, and that is no fault.
     let ready = Arc::new(AtomicBool::new(true));
-    let mut health = tokio::spawn(server::serve_plain(
+    let health = tokio::spawn(server::serve_plain(
         health_listener,
         server::health_router(metrics.clone(), ready.clone()),
         shutdown.clone(),
@@ -74,16 +69,7 @@ pub async fn run(args: CompanionsArgs) -> anyhow::Result<ExitCode> {
     }
     ready.store(false, Ordering::Release);
     shutdown.cancel();
-    // axum's graceful shutdown waits for every connection (axum serve/mod.rs,
-    // `WithGracefulShutdown`) and hyper closes only idle ones (hyper proto/h1/conn.rs,
-    // `Conn::disable_keep_alive`): a client that sent half a request would hold the exit.
-    match tokio::time::timeout(HEALTH_DRAIN, &mut health).await {
-        Ok(served) => served?.context("health listener failed")?,
-        Err(_) => {
-            health.abort();
-            tracing::warn!(grace = ?HEALTH_DRAIN, "health connections still open; closing them");
-        }
-    }
+    health.await?.context("health listener failed")?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
