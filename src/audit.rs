@@ -2,8 +2,8 @@
 //! (`at-risk`), which bypass what the mesh enforces (`exposed`), which serverfirst would change
 //! when they are next created or updated, which are fine.
 //!
-//! Needs only `list` of pods, Services, namespaces and Istio's PeerAuthentications and
-//! AuthorizationPolicies ([`mesh`], read once first), and `get replicasets` (to name a Deployment
+//! Needs only `list` of pods, Services, namespaces, Istio's PeerAuthentications and
+//! AuthorizationPolicies and Gateways ([`mesh`], read once first), and `get replicasets` (to name a Deployment
 //! instead of its ReplicaSet). Pods are listed in pages (`limit` + `continue`) and audited page by page;
 //! a list comes in namespace order, so each namespace's Services are listed and audited once its
 //! pods are through, against those pods' labels: memory stays that of one namespace. The
@@ -27,9 +27,11 @@ use crate::companions::desired;
 use crate::config::Config;
 use crate::manifests::companions as offline;
 use crate::manifests::exposure;
-use crate::mesh::service::{ServiceDecision, decide_service, meshes_for_service};
-use crate::mesh::{Change, Decision, Mesh, Plan, RECORD_KEY, decide};
-use crate::mesh_state::{Enforcement, MeshState};
+use crate::mesh::service::{ServiceDecision, decide_service, meshes_for_service, waypoint_sniffs};
+use crate::mesh::{
+    AMBIENT, AmbientPlan, Change, Decision, Mesh, Plan, RECORD_KEY, decide, waypoint_way_out,
+};
+use crate::mesh_state::{Enforcement, MeshState, waypoint};
 use crate::pod::PodView;
 use crate::ports::{PortSet, parse_port_list, phrase};
 use crate::service::ServiceView;
@@ -234,8 +236,25 @@ pub fn classify(pod: &PodView<'_>, config: &Config, mesh: &MeshState) -> AuditRo
         Decision::Skipped(reason) => audit.reason = reason.to_string(),
         Decision::NoPorts { .. } => audit.reason = "no server-first ports".to_string(),
         Decision::Planned(plan) => classify_plan(pod, config, &plan, &mut audit),
+        Decision::Ambient(plan) => classify_ambient(&plan, &mut audit),
     }
     audit
+}
+
+/// An ambient pod is fine unless a waypoint that sniffs carries its traffic; the waypoint takes
+/// a label change, not a restart.
+fn classify_ambient(plan: &AmbientPlan, audit: &mut AuditRow) {
+    audit.ports = plan.ports.iter().copied().collect();
+    audit.reason = AMBIENT.to_string();
+    if let Some(waypoint) = &plan.waypoint {
+        audit.status = AuditStatus::AtRisk;
+        audit.reason = format!(
+            "its traffic passes waypoint {} (istio.io/waypoint-for: {}), which sniffs every port",
+            waypoint.gateway,
+            waypoint.waypoint_for.as_str()
+        );
+        audit.fix = waypoint_way_out(&phrase(plan.ports.iter().copied()));
+    }
 }
 
 /// What a plan means for a pod that is already running.
@@ -446,6 +465,7 @@ pub fn classify_service(
     selector: &BTreeMap<String, String>,
     pods: &[SelectablePod],
     config: &Config,
+    mesh: &MeshState,
 ) -> AuditRow {
     let selected: Vec<&SelectablePod> = match selector.is_empty() {
         true => Vec::new(),
@@ -463,7 +483,9 @@ pub fn classify_service(
         },
         sidecar,
     );
-    let decision = decide_service(service, service.namespace().unwrap_or_default(), config);
+    let namespace = service.namespace().unwrap_or_default();
+    let decision = decide_service(service, namespace, config);
+    let waypoint = mesh.waypoint(namespace, service, waypoint::Client::Service);
     audit.warnings = decision.warnings().to_vec();
     match decision {
         ServiceDecision::Skipped(reason) => audit.reason = reason.to_string(),
@@ -475,17 +497,18 @@ pub fn classify_service(
             }
             .into_iter()
             .collect();
-            audit.status = match (plan.changes.is_empty(), sidecar) {
+            audit.status = match (plan.changes.is_empty(), sidecar || waypoint.is_some()) {
                 (true, _) => AuditStatus::Protected,
                 (false, true) => AuditStatus::AtRisk,
                 (false, false) => AuditStatus::WouldPatch,
             };
             let declare = phrase(plan.declared.iter().copied());
-            audit.fix = match audit.status {
-                AuditStatus::AtRisk => format!(
+            audit.fix = match (audit.status, waypoint) {
+                (AuditStatus::AtRisk, Some(waypoint)) => waypoint_sniffs(waypoint, &plan.declared),
+                (AuditStatus::AtRisk, None) => format!(
                     "meshed clients sniff Service {declare}: set appProtocol: tcp, or update the Service with serverfirst installed (it reviews Service updates)"
                 ),
-                AuditStatus::WouldPatch => format!(
+                (AuditStatus::WouldPatch, _) => format!(
                     "serverfirst declares Service {declare} TCP when the Service is next created or updated"
                 ),
                 _ => String::new(),
@@ -669,10 +692,15 @@ impl<'c> Auditor<'c> {
         if let Some(restart) = restart_command(&audit) {
             audit.fix = format!("{restart}; {}", audit.fix);
         }
-        let selectable = SelectablePod {
+        let mut selectable = SelectablePod {
             kept: audit.kept.clone(),
             ..SelectablePod::of(&view)
         };
+        // An ambient pod's record (written before serverfirst knew it was ambient) excludes
+        // nothing: ztunnel captures every port.
+        if self.mesh.is_ambient(audit.resource.namespace(), &view) {
+            selectable.excluded.clear();
+        }
         Ok((audit, selectable))
     }
 }
@@ -804,7 +832,13 @@ impl Auditor<'_> {
                 continue;
             }
             let identity: ServiceIdentity = serde_json::from_str(item.get()).map_err(unreadable)?;
-            let mut row = classify_service(&view, &identity.spec.selector, pods, self.config);
+            let mut row = classify_service(
+                &view,
+                &identity.spec.selector,
+                pods,
+                self.config,
+                &self.mesh,
+            );
             row.resource.set_uid(identity.metadata.uid);
             if !pods.is_empty()
                 && let Ok(value) = serde_json::from_str::<serde_json::Value>(item.get())

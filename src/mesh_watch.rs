@@ -1,11 +1,12 @@
-//! Keeps a [`MeshState`] current from the cluster (edge): Namespaces as metadata only, and
-//! `security.istio.io` PeerAuthentications and AuthorizationPolicies (`v1` where the cluster
-//! serves it, else `v1beta1`), each in a kube reflector.
+//! Keeps a [`MeshState`] current from the cluster (edge): Namespaces as metadata only, and the
+//! objects of [`MESH_APIS`] where the cluster serves them (`security.istio.io`
+//! PeerAuthentications and AuthorizationPolicies, `gateway.networking.k8s.io` Gateways for the
+//! waypoints; `v1` where served, else `v1beta1`), each in a kube reflector.
 //!
 //! Decisions never wait on this: after every batch of changes a new state is built from the
-//! stores and swapped in whole, and a review reads whichever state is current. Where Istio's
-//! CRDs are not installed the policies are empty, said once, and discovery asked again every
-//! [`discovery::INTERVAL`], as the companions controller does.
+//! stores and swapped in whole, and a review reads whichever state is current. Where Istio's or
+//! the Gateway API's CRDs are not installed their objects are none, said once, and discovery is
+//! asked again every [`discovery::INTERVAL`], as the companions controller does.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,17 +25,38 @@ use crate::discovery;
 use crate::mesh_state::{MeshObject, MeshState, SharedMeshState};
 use crate::watch::backoff_on_failures;
 
-pub const SECURITY_GROUP: &str = "security.istio.io";
-/// Preferred first: `v1` where the cluster serves it (Istio 1.22+), else `v1beta1`.
-pub const SECURITY_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
-pub const POLICY_KINDS: [&str; 2] = ["PeerAuthentication", "AuthorizationPolicy"];
+/// An API the mesh state is read from where the cluster serves it.
+pub struct OptionalApi {
+    pub group: &'static str,
+    pub kinds: &'static [&'static str],
+    /// Preferred first.
+    pub versions: &'static [&'static str],
+    /// What it means when the cluster does not serve it.
+    pub missing: &'static str,
+}
+
+/// Istio's security policies (`v1` from Istio 1.22), and the Gateway API's Gateways (waypoints).
+pub const MESH_APIS: [OptionalApi; 2] = [
+    OptionalApi {
+        group: "security.istio.io",
+        kinds: &["PeerAuthentication", "AuthorizationPolicy"],
+        versions: &["v1", "v1beta1"],
+        missing: "Istio's CRDs are not installed: no mesh policy applies",
+    },
+    OptionalApi {
+        group: "gateway.networking.k8s.io",
+        kinds: &["Gateway"],
+        versions: &["v1", "v1beta1"],
+        missing: "the Gateway API's CRDs are not installed: no waypoint",
+    },
+];
 
 /// The stores the state is built from.
 #[derive(Clone)]
 struct Stores {
     namespaces: Store<PartialObjectMeta<Namespace>>,
-    /// PeerAuthentications and AuthorizationPolicies, once their APIs are found.
-    policies: Arc<std::sync::Mutex<Vec<(ApiResource, Store<DynamicObject>)>>>,
+    /// The objects of [`MESH_APIS`], once their APIs are found.
+    optional: Arc<std::sync::Mutex<Vec<(ApiResource, Store<DynamicObject>)>>>,
 }
 
 /// Watches the cluster and keeps `state` current until `shutdown`. `ready` turns true once every
@@ -61,37 +83,34 @@ pub async fn run(
     .reflect(writer);
     let stores = Stores {
         namespaces: namespaces.clone(),
-        policies: Arc::default(),
+        optional: Arc::default(),
     };
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(drain(namespace_events, changed.clone(), shutdown.clone()));
 
-    let policies_ready = {
-        let (client, stores, changed, shutdown, tasks) = (
-            client.clone(),
-            stores.clone(),
-            changed.clone(),
-            shutdown.clone(),
-            tasks.clone(),
-        );
-        let (known, ready_rx) = watch::channel(false);
-        tasks.spawn(watch_policies(
-            client,
-            stores,
-            changed,
-            known,
-            tasks.clone(),
-            shutdown,
-        ));
-        ready_rx
-    };
+    let optional_known: Vec<watch::Receiver<bool>> = MESH_APIS
+        .iter()
+        .map(|api| {
+            let (known, known_rx) = watch::channel(false);
+            tasks.spawn(watch_optional(
+                api,
+                client.clone(),
+                stores.clone(),
+                changed.clone(),
+                known,
+                tasks.clone(),
+                shutdown.clone(),
+            ));
+            known_rx
+        })
+        .collect();
 
     let builder = tasks.spawn(rebuild(
         root_namespace,
         stores,
         state,
         changed,
-        policies_ready,
+        optional_known,
         ready,
         shutdown.clone(),
     ));
@@ -121,10 +140,11 @@ where
     }
 }
 
-/// Finds the policies' APIs (asking again every [`discovery::INTERVAL`] while none is served),
+/// Finds `api` (asking again every [`discovery::INTERVAL`] while none of its kinds is served),
 /// then reflects each kind. `known` turns true once it is settled whether there is anything to
 /// wait for.
-async fn watch_policies(
+async fn watch_optional(
+    api: &'static OptionalApi,
     client: Client,
     stores: Stores,
     changed: Arc<Notify>,
@@ -134,10 +154,10 @@ async fn watch_policies(
 ) {
     let Some(resources) = discovery::wait_until_served(
         &client,
-        SECURITY_GROUP,
-        &POLICY_KINDS,
-        &SECURITY_VERSIONS,
-        "Istio's CRDs are not installed: no mesh policy applies",
+        api.group,
+        api.kinds,
+        api.versions,
+        api.missing,
         || {
             known.send_replace(true);
         },
@@ -149,17 +169,21 @@ async fn watch_policies(
     };
     let mut readers = Vec::new();
     for resource in resources {
-        tracing::info!(api_version = %resource.api_version, kind = %resource.kind, "watching mesh policies");
+        tracing::info!(api_version = %resource.api_version, kind = %resource.kind, "watching for the mesh state");
         let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
         readers.push((resource.clone(), writer.as_reader()));
         let events = backoff_on_failures(watcher(
             Api::<DynamicObject>::all_with(client.clone(), &resource),
             watcher::Config::default(),
         ))
-        .modify(|policy: &mut DynamicObject| {
-            // kubectl's last-applied copy can be larger than the policy itself.
-            policy.metadata.annotations = None;
-            policy.metadata.managed_fields = None;
+        .modify(|object: &mut DynamicObject| {
+            // kubectl's last-applied copy can be larger than the object itself.
+            object.metadata.annotations = None;
+            object.metadata.managed_fields = None;
+            // A Gateway's status changes with every address and condition: not read.
+            if let Some(data) = object.data.as_object_mut() {
+                data.remove("status");
+            }
         })
         .reflect(writer);
         tasks.spawn(drain(events, changed.clone(), shutdown.clone()));
@@ -169,8 +193,8 @@ async fn watch_policies(
             return;
         }
     }
-    if let Ok(mut policies) = stores.policies.lock() {
-        *policies = readers;
+    if let Ok(mut optional) = stores.optional.lock() {
+        optional.extend(readers);
     }
     changed.notify_one();
     known.send_replace(true);
@@ -183,13 +207,20 @@ async fn rebuild(
     stores: Stores,
     state: SharedMeshState,
     changed: Arc<Notify>,
-    mut policies_known: watch::Receiver<bool>,
+    optional_known: Vec<watch::Receiver<bool>>,
     ready: watch::Sender<bool>,
     shutdown: CancellationToken,
 ) {
     let listed = async {
-        stores.namespaces.wait_until_ready().await.is_ok()
-            && policies_known.wait_for(|known| *known).await.is_ok()
+        if stores.namespaces.wait_until_ready().await.is_err() {
+            return false;
+        }
+        for mut known in optional_known {
+            if known.wait_for(|known| *known).await.is_err() {
+                return false;
+            }
+        }
+        true
     };
     let listed = tokio::select! {
         _ = shutdown.cancelled() => return,
@@ -230,8 +261,8 @@ fn build(root_namespace: &str, stores: &Stores, logged: &mut HashSet<String>) ->
             name: namespace.metadata.name.clone().unwrap_or_default(),
             labels: namespace.metadata.labels.clone().unwrap_or_default(),
         });
-    let policies: Vec<(ApiResource, Arc<DynamicObject>)> = stores
-        .policies
+    let optional: Vec<(ApiResource, Arc<DynamicObject>)> = stores
+        .optional
         .lock()
         .map(|stores| {
             stores
@@ -242,7 +273,7 @@ fn build(root_namespace: &str, stores: &Stores, logged: &mut HashSet<String>) ->
                 .collect()
         })
         .unwrap_or_default();
-    let policies = policies.into_iter().filter_map(|(resource, policy)| {
+    let optional = optional.into_iter().filter_map(|(resource, policy)| {
         let mut value = serde_json::to_value(policy.as_ref()).ok()?;
         // List items may come without their type; the store knows it.
         value["apiVersion"] = resource.api_version.clone().into();
@@ -270,5 +301,5 @@ fn build(root_namespace: &str, stores: &Stores, logged: &mut HashSet<String>) ->
             }
         }
     });
-    MeshState::new(root_namespace, namespaces.chain(policies))
+    MeshState::new(root_namespace, namespaces.chain(optional))
 }

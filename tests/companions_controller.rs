@@ -113,7 +113,10 @@ struct Cluster {
     slices: Vec<EndpointSlice>,
     pods: Vec<PartialObjectMeta<Pod>>,
     rules: Vec<DynamicObject>,
+    /// The namespaces a selector selects; `None` without a selector (all in scope).
     namespaces: Option<Vec<&'static str>>,
+    /// Labels of the Services' namespace, `mail` (in scope either way).
+    mail_labels: Value,
 }
 
 impl Cluster {
@@ -129,6 +132,7 @@ impl Cluster {
             pods,
             rules,
             namespaces: None,
+            mail_labels: json!({}),
         }
     }
 
@@ -151,19 +155,24 @@ impl Cluster {
             slices: fill(Writer::default(), self.slices),
             pods: fill(Writer::default(), self.pods),
             rules: fill(Writer::new(rules_api()), self.rules),
-            namespaces: self.namespaces.map(|names| {
+            scoped: self.namespaces.is_some(),
+            namespaces: {
+                let names = self.namespaces.unwrap_or_else(|| vec!["mail", "web"]);
+                let labels: std::collections::BTreeMap<String, String> =
+                    serde_json::from_value(self.mail_labels).unwrap();
                 let namespaces: Vec<PartialObjectMeta<Namespace>> = names
                     .into_iter()
                     .map(|name| {
                         ObjectMeta {
                             name: Some(name.into()),
+                            labels: (name == "mail").then(|| labels.clone()),
                             ..ObjectMeta::default()
                         }
                         .into_response_partial()
                     })
                     .collect();
                 fill(Writer::default(), namespaces)
-            }),
+            },
         };
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
@@ -467,6 +476,50 @@ async fn mixed_endpoints_get_the_rule_and_an_event_naming_the_capturing_pods() {
     assert_eq!(
         seen[1].body["note"],
         "port 25 is excluded from capture on some pods but not on mox-old; tls.mode DISABLE applies to all of them"
+    );
+}
+
+/// A pod with Istio's sidecar (the injector's status annotation) and an exclusion record.
+fn sidecar_pod(name: &str, excluded: &str) -> PartialObjectMeta<Pod> {
+    let mut pod = pod(name, Some(excluded));
+    pod.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("sidecar.istio.io/status".into(), "{}".into());
+    pod
+}
+
+/// In a namespace labelled `istio.io/dataplane-mode=ambient`, pods without a sidecar are
+/// ztunnel's: a record left from before (serverfirst used to patch them) gets them no rule,
+/// which would send meshed clients plaintext that ztunnel refuses under STRICT.
+#[tokio::test]
+async fn a_service_whose_endpoints_are_ambient_pods_gets_no_rule() {
+    let mut cluster = Cluster::new(vec![pod("mox-0", Some("25"))], vec![]);
+    cluster.mail_labels = json!({"istio.io/dataplane-mode": "ambient"});
+    let (context, handle, _) = cluster.context();
+    assert!(reconcile(context, handle, 0).await.is_empty());
+
+    // The same pod outside ambient mode gets its rule.
+    let (context, handle, _) = Cluster::new(vec![pod("mox-0", Some("25"))], vec![]).context();
+    assert_eq!(reconcile(context, handle, 1).await[0].body, applied(&[25]));
+}
+
+/// Sidecar and ambient pods behind one Service: the rule the sidecar pod needs, and an Event
+/// naming the ambient pods it sends plaintext to.
+#[tokio::test]
+async fn mixed_sidecar_and_ambient_endpoints_get_the_rule_and_an_event() {
+    let mut cluster = Cluster::new(
+        vec![sidecar_pod("mox-sidecar", "25"), pod("mox-ambient", None)],
+        vec![],
+    );
+    cluster.mail_labels = json!({"istio.io/dataplane-mode": "ambient"});
+    let (context, handle, _) = cluster.context();
+    let seen = reconcile(context, handle, 2).await;
+    assert_eq!(seen[0].body, applied(&[25]));
+    assert_eq!(seen[1].body["reason"], "MixedEndpoints");
+    assert_eq!(
+        seen[1].body["note"],
+        "port 25 is excluded from capture on some pods, but mox-ambient are ambient pods, which ztunnel serves with mTLS: tls.mode DISABLE sends them plaintext, which they refuse under STRICT"
     );
 }
 

@@ -595,9 +595,12 @@ mod companions {
         }))
         .expect("an EndpointSlice");
         let typed: Service = serde_json::from_value(service.clone()).expect("a Service");
-        let ports = desired::service_ports(&typed, [&slice], |pod| match pod == POD_NAME {
-            true => excluded.clone(),
-            false => PortSet::new(),
+        let ports = desired::service_ports(&typed, [&slice], |pod| desired::PodFacts {
+            excluded: match pod == POD_NAME {
+                true => excluded.clone(),
+                false => PortSet::new(),
+            },
+            ambient: false,
         });
         let subject = Subject {
             service: ServiceRef { namespace, name },

@@ -359,8 +359,8 @@ fn overlays_and_examples_render_and_pass_strict_schema_validation() {
     }
 }
 
-/// The audit Job's role grants exactly `list` of pods, Services, namespaces and Istio's security
-/// policies, and `get replicasets`.
+/// The audit Job's role grants exactly `list` of pods, Services, namespaces, Istio's security
+/// policies and Gateways, and `get replicasets`.
 fn check_audit_rbac(objects: &[Value]) {
     let role = only(objects, "ClusterRole", "audit");
     assert_eq!(
@@ -369,7 +369,8 @@ fn check_audit_rbac(objects: &[Value]) {
             {"apiGroups": [""], "resources": ["pods", "services", "namespaces"], "verbs": ["list"]},
             {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get"]},
             {"apiGroups": ["security.istio.io"], "resources": ["peerauthentications", "authorizationpolicies"],
-             "verbs": ["list"]}
+             "verbs": ["list"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gateways"], "verbs": ["list"]}
         ]),
         "audit: least privilege"
     );

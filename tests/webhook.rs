@@ -472,3 +472,46 @@ async fn system_and_own_namespaces_are_never_patched() {
     pod["request"]["namespace"] = json!("serverfirst-system");
     assert!(patch_of(&post_json(&server, "/mutate", &pod).await).is_some());
 }
+
+/// A mox pod in a namespace labelled `istio.io/dataplane-mode=ambient` is ztunnel's: no
+/// sidecar annotations, no record, counted as skipped; the same pod in a plain namespace gets
+/// the exclusions as always.
+#[tokio::test]
+async fn ambient_pods_are_left_alone_and_sidecar_pods_patched() {
+    use serverfirst::mesh_state::{MeshObject, MeshState};
+    let server = TestServer::start(Config::default(), Limits::default()).await;
+    let namespaces = [
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": "mail", "labels": {"istio.io/dataplane-mode": "ambient"}}}),
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": "plain", "labels": {"istio-injection": "enabled"}}}),
+    ];
+    server.mesh.store(std::sync::Arc::new(MeshState::new(
+        "istio-system",
+        namespaces
+            .iter()
+            .map(|n| MeshObject::from_value(n).unwrap().unwrap()),
+    )));
+    // The fixture is a mox pod in `mail`.
+    let ambient = post_json(&server, "/mutate", &review()).await;
+    assert_eq!(
+        ambient["response"],
+        json!({"uid": review()["request"]["uid"], "allowed": true})
+    );
+    let mut plain = review();
+    plain["request"]["namespace"] = json!("plain");
+    let response = post_json(&server, "/mutate", &plain).await;
+    let mut pod = plain["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch_of(&response).expect("a patch")).unwrap();
+    assert_eq!(
+        pod["metadata"]["annotations"]["traffic.sidecar.istio.io/excludeInboundPorts"],
+        "25,465,587"
+    );
+    let metrics = server.metrics.encode();
+    for (outcome, count) in [("skipped", 1), ("patched", 1)] {
+        let series = format!(
+            r#"serverfirst_admission_reviews_total{{endpoint="mutate",kind="pod",mode="enforce",outcome="{outcome}"}} {count}"#
+        );
+        assert!(metrics.contains(&series), "{series}\n{metrics}");
+    }
+}

@@ -3,7 +3,7 @@
 use super::{Decided, Kind, Outcome, ResponseOut, warning};
 use crate::config::{Config, Mode};
 use crate::mesh::istio::mtls::{ExcludeReason, Verdict};
-use crate::mesh::{Decision, Plan, decide};
+use crate::mesh::{AMBIENT, Decision, Plan, decide};
 use crate::mesh_state::MeshState;
 use crate::patch;
 use crate::pod::PodView;
@@ -27,7 +27,7 @@ pub(super) fn review(
         _ => String::new(),
     };
     let outcome = match &decision {
-        Decision::Skipped(_) => Outcome::Skipped,
+        Decision::Skipped(_) | Decision::Ambient(_) => Outcome::Skipped,
         Decision::NoPorts { .. } => Outcome::NoPorts,
         Decision::Planned(plan) => {
             describe_capture(plan, response);
@@ -40,6 +40,7 @@ pub(super) fn review(
     let summary;
     let reason = match &decision {
         Decision::Skipped(reason) => reason,
+        Decision::Ambient(_) => AMBIENT,
         Decision::Planned(plan) => {
             summary = plan.capture_summary();
             summary.as_str()

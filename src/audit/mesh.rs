@@ -1,6 +1,6 @@
 //! The mesh state as `audit` reads it: one paged list of each kind its decisions need
-//! (namespaces as metadata only; PeerAuthentications and AuthorizationPolicies where the cluster
-//! serves them). What it may not list is said once, and decided without.
+//! (namespaces as metadata only; the kinds of [`MESH_APIS`] where the cluster serves them). What
+//! it may not list is said once, and decided without.
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
@@ -11,7 +11,7 @@ use super::{AuditError, root_cause};
 use crate::config::Config;
 use crate::discovery;
 use crate::mesh_state::{MeshObject, MeshState};
-use crate::mesh_watch::{POLICY_KINDS, SECURITY_GROUP, SECURITY_VERSIONS};
+use crate::mesh_watch::MESH_APIS;
 
 const PAGE: u32 = 500;
 
@@ -33,8 +33,11 @@ pub async fn read(client: &Client, config: &Config) -> Result<MeshState, AuditEr
                 labels: namespace.metadata.labels.unwrap_or_default(),
             }),
     );
-    for kind in POLICY_KINDS {
-        let Some(resource) = discovery::served(client, SECURITY_GROUP, kind, &SECURITY_VERSIONS)
+    let kinds = MESH_APIS
+        .iter()
+        .flat_map(|api| api.kinds.iter().map(move |kind| (api, *kind)));
+    for (api, kind) in kinds {
+        let Some(resource) = discovery::served(client, api.group, kind, api.versions)
             .await
             .map_err(|error| AuditError::ListMesh {
                 what: format!("the API of {kind}"),
@@ -43,14 +46,13 @@ pub async fn read(client: &Client, config: &Config) -> Result<MeshState, AuditEr
         else {
             continue;
         };
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
         let listed = all_pages(&resource.plural, |params| {
-            let api = api.clone();
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
             async move { api.list(&params).await }
         })
         .await?;
-        for policy in listed.into_iter().flatten() {
-            let Ok(mut value) = serde_json::to_value(&policy) else {
+        for object in listed.into_iter().flatten() {
+            let Ok(mut value) = serde_json::to_value(&object) else {
                 continue;
             };
             value["apiVersion"] = resource.api_version.clone().into();
@@ -58,7 +60,7 @@ pub async fn read(client: &Client, config: &Config) -> Result<MeshState, AuditEr
             match MeshObject::from_value(&value) {
                 Some(Ok(object)) => objects.push(object),
                 Some(Err(error)) => {
-                    eprintln!("warning: ignoring a mesh policy that does not read: {error}")
+                    eprintln!("warning: ignoring a mesh object that does not read: {error}")
                 }
                 None => {}
             }

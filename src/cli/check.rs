@@ -119,13 +119,16 @@ fn text(rows: &[&Row]) -> String {
 
 pub(super) fn summary(rows: &[Row]) -> String {
     let count = |status| rows.iter().filter(|r| r.status == status).count();
-    // Exposed objects are named only where there are any: most manifests have none.
-    let exposed = match count(Status::Exposed) {
-        0 => String::new(),
-        n => format!("{n} exposed, "),
-    };
+    // Exposed and at-risk objects are named only where there are any: most manifests have none.
+    let rare: String = [(Status::Exposed, "exposed"), (Status::AtRisk, "at-risk")]
+        .into_iter()
+        .filter_map(|(status, name)| match count(status) {
+            0 => None,
+            n => Some(format!("{n} {name}, ")),
+        })
+        .collect();
     let mut summary = format!(
-        "{} objects: {exposed}{} would-patch, {} protected, {} not-applicable, {} errors",
+        "{} objects: {rare}{} would-patch, {} protected, {} not-applicable, {} errors",
         rows.len(),
         count(Status::WouldPatch),
         count(Status::Protected),

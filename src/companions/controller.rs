@@ -1,5 +1,5 @@
 //! The companions controller (edge): watches Services, EndpointSlices, pods (metadata only),
-//! DestinationRules and, with a selector, namespaces; for each Service it asks
+//! DestinationRules and namespaces (the selected ones, with a selector); for each Service it asks
 //! [`desired`](super::desired) what to write and writes exactly that.
 //!
 //! - Writes are server-side applies with field manager `serverfirst`; `force` only when the
@@ -12,7 +12,7 @@
 //! - On shutdown, reconciles in flight finish (a reconcile still waiting for a cache gives up,
 //!   and none waits longer than [`STOP_GRACE`]), then every watch is dropped.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,9 +33,10 @@ use kube::{Client, Resource as _};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::desired::{self, RuleView, Scope, ServiceRef, Subject};
+use super::desired::{self, PodFacts, RuleView, Scope, ServiceRef, Subject};
 use crate::discovery;
 use crate::mesh::RECORD_KEY;
+use crate::mesh_state::ambient;
 use crate::metrics::{CompanionMetrics, ReconcileResult, RuleAction};
 use crate::ports::{PortSet, parse_port_list};
 use crate::watch::{NoPause, backoff_on_failures};
@@ -80,8 +81,10 @@ pub struct Stores {
     pub slices: Store<EndpointSlice>,
     pub pods: Store<PartialObjectMeta<Pod>>,
     pub rules: Store<DynamicObject>,
-    /// The namespaces in scope; `None` when every namespace is.
-    pub namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
+    /// The namespaces in scope (all of them unless `scoped`), with their labels.
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// A namespace selector limits the scope: a namespace it does not select is not in the store.
+    pub scoped: bool,
 }
 
 impl Stores {
@@ -92,9 +95,7 @@ impl Stores {
         self.slices.wait_until_ready().await?;
         self.pods.wait_until_ready().await?;
         self.rules.wait_until_ready().await?;
-        if let Some(namespaces) = &self.namespaces {
-            namespaces.wait_until_ready().await?;
-        }
+        self.namespaces.wait_until_ready().await?;
         Ok(())
     }
 }
@@ -189,10 +190,10 @@ pub async fn run(
         Api::<PartialObjectMeta<Pod>>::all(client.clone()),
         config.clone(),
     ))
-    .modify(keep_only_the_record)
+    .modify(keep_only_what_decides)
     .reflect(pods_writer)
     .touched_objects()
-    .predicate_filter(recorded_exclusions, PredicateConfig::default());
+    .predicate_filter(what_decides, PredicateConfig::default());
 
     let rules_writer = reflector::store::Writer::<DynamicObject>::new(rules.clone());
     let rules_store = rules_writer.as_reader();
@@ -203,36 +204,44 @@ pub async fn run(
     .reflect(rules_writer)
     .touched_objects();
 
-    let mut stores = Stores {
+    // kube-apiserver sends ADDED when a namespace starts to match the selector and DELETED
+    // when it stops (k8s.io/apiserver pkg/storage/cacher/cache_watcher.go,
+    // `convertToWatchEvent`): either way its Services are reconciled, as they are when its
+    // labels (ambient mode) change.
+    let (namespaces, namespaces_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    let namespace_config = match &namespace_selector {
+        Some(selector) => watcher::Config::default().labels(selector),
+        None => watcher::Config::default(),
+    };
+    let namespace_events = backoff_on_failures(watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        namespace_config,
+    ))
+    .modify(|namespace: &mut PartialObjectMeta<Namespace>| {
+        namespace.metadata.annotations = None;
+        namespace.metadata.managed_fields = None;
+    })
+    .reflect(namespaces_writer)
+    .touched_objects();
+
+    let stores = Stores {
         services: services.clone(),
         slices: slices.clone(),
         pods,
         rules: rules_store,
-        namespaces: None,
+        namespaces,
+        scoped: namespace_selector.is_some(),
     };
-    let mut controller = Controller::for_stream(service_events, services.clone())
+    let services_of_namespace = services.clone();
+    let controller = Controller::for_stream(service_events, services.clone())
         // Each watch backs off on its own failures; one's error must not pause the others.
         .trigger_backoff(NoPause)
         .watches_stream(slice_events, |slice| service_of_slice(&slice))
         .watches_stream(pod_events, move |pod| services_behind_pod(&slices, &pod))
-        .watches_stream_with(rule_events, |rule| services_of_rule(&rule), rules.clone());
-    if let Some(selector) = namespace_selector {
-        // kube-apiserver sends ADDED when a namespace starts to match the selector and DELETED
-        // when it stops (k8s.io/apiserver pkg/storage/cacher/cache_watcher.go,
-        // `convertToWatchEvent`): either way its Services are reconciled.
-        let (namespaces, writer) = reflector::store::<PartialObjectMeta<Namespace>>();
-        let namespace_events = backoff_on_failures(watcher(
-            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-            watcher::Config::default().labels(&selector),
-        ))
-        .reflect(writer)
-        .touched_objects();
-        stores.namespaces = Some(namespaces);
-        let services = services.clone();
-        controller = controller.watches_stream(namespace_events, move |namespace| {
-            services_in(&services, &namespace.name_any())
+        .watches_stream_with(rule_events, |rule| services_of_rule(&rule), rules.clone())
+        .watches_stream(namespace_events, move |namespace| {
+            services_in(&services_of_namespace, &namespace.name_any())
         });
-    }
     let context = Arc::new(Context::new(
         client,
         rules,
@@ -299,21 +308,32 @@ fn log_result<T>(result: RunResult<T>) {
     }
 }
 
-/// Pods are held for one annotation only, so that the cache stays small in a large cluster.
-fn keep_only_the_record(pod: &mut PartialObjectMeta<Pod>) {
+/// Pods are held for what decides only, so that the cache stays small in a large cluster: the
+/// recorded exclusions, and what says whether the pod is ambient (its dataplane-mode label, and
+/// whether Istio's injector ran on it, kept as an empty annotation).
+fn keep_only_what_decides(pod: &mut PartialObjectMeta<Pod>) {
     let meta = &mut pod.metadata;
     meta.managed_fields = None;
-    meta.labels = None;
     meta.owner_references = None;
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|key, _| key == ambient::DATAPLANE_MODE);
+    }
     if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|key, _| key == RECORD_KEY);
+        annotations.retain(|key, _| key == RECORD_KEY || key == ambient::SIDECAR_STATUS_KEY);
+        if let Some(status) = annotations.get_mut(ambient::SIDECAR_STATUS_KEY) {
+            status.clear();
+        }
     }
 }
 
-/// Only a change of the recorded exclusions matters for a pod.
-fn recorded_exclusions(pod: &PartialObjectMeta<Pod>) -> Option<u64> {
+/// Only a change of what [`keep_only_what_decides`] keeps matters for a pod.
+fn what_decides(pod: &PartialObjectMeta<Pod>) -> Option<u64> {
     let mut hasher = DefaultHasher::new();
     pod.annotations().get(RECORD_KEY).hash(&mut hasher);
+    pod.annotations()
+        .contains_key(ambient::SIDECAR_STATUS_KEY)
+        .hash(&mut hasher);
+    pod.labels().get(ambient::DATAPLANE_MODE).hash(&mut hasher);
     Some(hasher.finish())
 }
 
@@ -423,11 +443,10 @@ async fn reconcile_service(service: &Service, context: &Context) -> Result<(), E
         return Ok(());
     }
     let stores = &context.stores;
-    let selected = stores.namespaces.as_ref().is_none_or(|namespaces| {
-        namespaces
-            .get(&ObjectRef::<PartialObjectMeta<Namespace>>::new(namespace))
-            .is_some()
-    });
+    let namespace_meta = stores
+        .namespaces
+        .get(&ObjectRef::<PartialObjectMeta<Namespace>>::new(namespace));
+    let selected = !stores.scoped || namespace_meta.is_some();
     let scope = if !selected {
         Scope::Unselected
     } else if desired::service_skipped(service) {
@@ -444,8 +463,11 @@ async fn reconcile_service(service: &Service, context: &Context) -> Result<(), E
                 && s.labels().get(SERVICE_NAME_LABEL).map(String::as_str) == Some(name)
         })
         .collect();
+    let namespace_labels = namespace_meta
+        .as_ref()
+        .and_then(|meta| meta.metadata.labels.as_ref());
     let ports = desired::service_ports(service, slices.iter().map(Arc::as_ref), |pod| {
-        excluded_ports(&stores.pods, namespace, pod)
+        pod_facts(&stores.pods, namespace, namespace_labels, pod)
     });
     let rules: Vec<Arc<DynamicObject>> = stores
         .rules
@@ -528,31 +550,64 @@ async fn reconcile_service(service: &Service, context: &Context) -> Result<(), E
         publish(context, &reference, "ForeignDestinationRule", "Skip", note).await;
     }
     for mixed in &wanted.mixed {
-        let note = format!(
-            "port {} is excluded from capture on some pods but not on {}; tls.mode DISABLE applies to all of them",
-            mixed.port,
-            named_pods(&mixed.capturing)
-        );
-        publish(context, &reference, "MixedEndpoints", "Apply", note).await;
+        if !mixed.capturing.is_empty() {
+            let note = format!(
+                "port {} is excluded from capture on some pods but not on {}; tls.mode DISABLE applies to all of them",
+                mixed.port,
+                named_pods(&mixed.capturing)
+            );
+            publish(context, &reference, "MixedEndpoints", "Apply", note).await;
+        }
+        if !mixed.ambient.is_empty() {
+            let note = format!(
+                "port {} is excluded from capture on some pods, but {} are ambient pods, which ztunnel serves with mTLS: tls.mode DISABLE sends them plaintext, which they refuse under STRICT",
+                mixed.port,
+                named_pods(&mixed.ambient)
+            );
+            publish(context, &reference, "MixedEndpoints", "Apply", note).await;
+        }
     }
     Ok(())
 }
 
-/// The inbound ports a pod records as excluded; a malformed record is logged and ignored.
-fn excluded_ports(pods: &Store<PartialObjectMeta<Pod>>, namespace: &str, pod: &str) -> PortSet {
+/// What a pod of `namespace` (with `namespace_labels`) is: the inbound ports it records as
+/// excluded (a malformed record is logged and ignored), and whether it is ambient.
+fn pod_facts(
+    pods: &Store<PartialObjectMeta<Pod>>,
+    namespace: &str,
+    namespace_labels: Option<&BTreeMap<String, String>>,
+    pod: &str,
+) -> PodFacts {
     let Some(pod_meta) = pods.get(&ObjectRef::new(pod).within(namespace)) else {
-        return PortSet::new();
+        return PodFacts::default();
     };
-    let Some(record) = pod_meta.annotations().get(RECORD_KEY) else {
-        return PortSet::new();
-    };
-    match parse_port_list(record) {
-        Ok(ports) => ports.into_iter().collect(),
-        Err(error) => {
+    let labels = pod_meta.metadata.labels.clone().unwrap_or_default();
+    // A running pod: its sidecar is there or not. Host-network pods are never endpoints with
+    // a record (serverfirst leaves them alone), so their spec is not needed here.
+    let ambient = ambient::is_ambient(
+        &ambient::PodFacts {
+            labels: &labels,
+            host_network: false,
+            injected: pod_meta
+                .annotations()
+                .contains_key(ambient::SIDECAR_STATUS_KEY),
+            before_injection: false,
+        },
+        namespace_labels.unwrap_or_else(|| ambient::no_labels()),
+    );
+    let excluded = match pod_meta
+        .annotations()
+        .get(RECORD_KEY)
+        .map(|r| parse_port_list(r))
+    {
+        None => PortSet::new(),
+        Some(Ok(ports)) => ports.into_iter().collect(),
+        Some(Err(error)) => {
             tracing::warn!(namespace, pod, %error, "ignoring a malformed {RECORD_KEY}");
             PortSet::new()
         }
-    }
+    };
+    PodFacts { excluded, ambient }
 }
 
 fn named_pods(pods: &[String]) -> String {

@@ -33,18 +33,28 @@ pub struct ServiceRef<'a> {
     pub name: &'a str,
 }
 
-/// A pod behind a Service port: the number the port resolves to on it, and the inbound ports
-/// it excludes from capture.
+/// What the decision needs of a pod behind a Service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodFacts {
+    /// The inbound ports it records as excluded from its sidecar's capture.
+    pub excluded: PortSet,
+    /// Istio ambient: ztunnel captures every port and serves meshed clients with mTLS, whatever
+    /// an old record says (crate::mesh_state::ambient).
+    pub ambient: bool,
+}
+
+/// A pod behind a Service port: the number the port resolves to on it, and what it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
     pub pod: String,
     pub target: u16,
     pub excluded: PortSet,
+    pub ambient: bool,
 }
 
 impl Backend {
     fn excludes_target(&self) -> bool {
-        self.excluded.contains(&self.target)
+        !self.ambient && self.excluded.contains(&self.target)
     }
 }
 
@@ -55,11 +65,14 @@ pub struct ServicePort {
     pub backends: Vec<Backend>,
 }
 
-/// A port that some pods behind it exclude and others (`capturing`) still capture.
+/// A port that some pods behind it exclude and others still capture: with a sidecar
+/// (`capturing`) or as ambient pods (`ambient`, which a plaintext client reaches only under
+/// PERMISSIVE).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mixed {
     pub port: u16,
     pub capturing: Vec<String>,
+    pub ambient: Vec<String>,
 }
 
 /// The Service ports that need `tls.mode: DISABLE`, and which of them are mixed.
@@ -80,18 +93,23 @@ pub fn exclusion(ports: &[ServicePort]) -> Exclusion {
             continue;
         }
         result.ports.push(port.port);
-        let mut capturing: Vec<String> = port
-            .backends
-            .iter()
-            .filter(|b| !b.excludes_target())
-            .map(|b| b.pod.clone())
-            .collect();
-        capturing.sort();
-        capturing.dedup();
-        if !capturing.is_empty() {
+        let others = |ambient: bool| {
+            let mut pods: Vec<String> = port
+                .backends
+                .iter()
+                .filter(|b| !b.excludes_target() && b.ambient == ambient)
+                .map(|b| b.pod.clone())
+                .collect();
+            pods.sort();
+            pods.dedup();
+            pods
+        };
+        let (capturing, ambient) = (others(false), others(true));
+        if !capturing.is_empty() || !ambient.is_empty() {
             result.mixed.push(Mixed {
                 port: port.port,
                 capturing,
+                ambient,
             });
         }
     }
@@ -101,12 +119,12 @@ pub fn exclusion(ports: &[ServicePort]) -> Exclusion {
 
 /// The TCP ports of a Service with the pods its EndpointSlices list behind each, resolved to the
 /// number the slice carries (the kube-controller-manager resolves a named `targetPort` per pod,
-/// so this is right also when pods name the port differently). `excluded_of(pod)` gives the
-/// ports a pod of the Service's namespace excludes.
+/// so this is right also when pods name the port differently). `facts_of(pod)` says what a pod
+/// of the Service's namespace is.
 pub fn service_ports<'s>(
     service: &Service,
     slices: impl IntoIterator<Item = &'s EndpointSlice> + Clone,
-    excluded_of: impl Fn(&str) -> PortSet,
+    facts_of: impl Fn(&str) -> PodFacts,
 ) -> Vec<ServicePort> {
     let ports = service
         .spec
@@ -144,10 +162,12 @@ pub fn service_ports<'s>(
                     };
                     // Dual-stack Services list a pod in one slice per address family.
                     if !backends.iter().any(|b| b.pod == pod && b.target == target) {
+                        let PodFacts { excluded, ambient } = facts_of(pod);
                         backends.push(Backend {
                             pod: pod.to_string(),
                             target,
-                            excluded: excluded_of(pod),
+                            excluded,
+                            ambient,
                         });
                     }
                 }
@@ -447,11 +467,16 @@ mod tests {
         .unwrap()
     }
 
-    /// Pods `mox-a` and `mox-b` exclude 25 and 587; `web` excludes nothing.
-    fn excluded_of(pod: &str) -> PortSet {
-        match pod {
-            "mox-a" | "mox-b" => [25, 587].into_iter().collect(),
+    /// Pods `mox-a` and `mox-b` exclude 25 and 587; `web` excludes nothing; `ztunnel-a` is an
+    /// ambient pod whose old record says 25 and 587.
+    fn excluded_of(pod: &str) -> PodFacts {
+        let excluded = match pod {
+            "mox-a" | "mox-b" | "ztunnel-a" => [25, 587].into_iter().collect(),
             _ => PortSet::new(),
+        };
+        PodFacts {
+            excluded,
+            ambient: pod.starts_with("ztunnel"),
         }
     }
 
@@ -582,7 +607,28 @@ mod tests {
             desired.mixed,
             [Mixed {
                 port: 25,
-                capturing: vec!["web".into()]
+                capturing: vec!["web".into()],
+                ambient: vec![],
+            }]
+        );
+    }
+
+    /// Ambient pods' ports are ztunnel's: no rule for a port only they serve, whatever an old
+    /// record says; beside a pod that excludes it, the rule is written and they are named.
+    #[test]
+    fn ambient_pods_get_no_rule_and_are_named_beside_excluding_ones() {
+        let svc = service("mox", json!([{"name": "smtp", "port": 25}]));
+        let only_ambient = [slice("mox", &[("smtp", 25)], &["ztunnel-a"])];
+        assert_eq!(decide(&svc, &only_ambient, &[]), Desired::default());
+        let mixed = [slice("mox", &[("smtp", 25)], &["mox-a", "ztunnel-a"])];
+        let desired = decide(&svc, &mixed, &[]);
+        assert_eq!(applied_ports(&desired), [25]);
+        assert_eq!(
+            desired.mixed,
+            [Mixed {
+                port: 25,
+                capturing: vec![],
+                ambient: vec!["ztunnel-a".into()],
             }]
         );
     }

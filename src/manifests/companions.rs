@@ -137,10 +137,12 @@ impl Service {
                 };
                 let backends = target_port
                     .filter(|_| selects)
+                    // Ambient templates are not workloads here: they exclude nothing.
                     .map(|target| desired::Backend {
                         pod: workload.name.clone(),
                         target,
                         excluded: workload.excluded.clone(),
+                        ambient: false,
                     });
                 desired::ServicePort {
                     port: *port,

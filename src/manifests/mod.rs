@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::Config;
+use crate::mesh::service::waypoint_sniffs;
 use crate::mesh::service::{ServiceChange, ServiceDecision, decide_service};
 use crate::mesh::{Change, Decision, decide};
-use crate::mesh_state::{MeshObject, MeshState};
+use crate::mesh_state::{MeshObject, MeshState, Waypoint, waypoint};
 use crate::patch;
 use crate::pod::PodView;
 use crate::service::ServiceView;
@@ -57,8 +58,9 @@ pub struct ObjectReport {
 pub enum Verdict {
     /// A workload: the decision for its pod template.
     Decided(Decision),
-    /// A Service: the decision on its ports' protocol declarations.
-    Service(ServiceDecision),
+    /// A Service: the decision on its ports' protocol declarations, and the waypoint its
+    /// traffic passes.
+    Service(ServiceDecision, Option<Waypoint>),
     /// A kind without a pod template (Service, ConfigMap, ...).
     NoPodTemplate,
     /// A workload whose template cannot be used; the message says why.
@@ -129,7 +131,13 @@ fn report(item: Option<usize>, object: &Value, config: &Config, mesh: &MeshState
     };
     let verdict = match template_path(&kind) {
         None if kind == "Service" => match ServiceView::deserialize(object) {
-            Ok(service) => Verdict::Service(decide_service(&service, &field("namespace"), config)),
+            Ok(service) => {
+                let namespace = field("namespace");
+                let waypoint = mesh
+                    .waypoint(&namespace, &service, waypoint::Client::Service)
+                    .cloned();
+                Verdict::Service(decide_service(&service, &namespace, config), waypoint)
+            }
             Err(error) => Verdict::Invalid(format!("not a valid Service: {error}")),
         },
         // A policy that does not read is an error to show, not a document to skip.
@@ -195,7 +203,7 @@ fn render_object(
                 Err(error) => Err(error.to_string()),
             }
         }
-        Verdict::Service(decision) if !decision.changes().is_empty() => {
+        Verdict::Service(decision, _) if !decision.changes().is_empty() => {
             match ServiceView::deserialize(&*object) {
                 Ok(service) => {
                     let patch = patch::build_service(&service, decision.changes());
@@ -267,6 +275,8 @@ pub enum Status {
     Protected,
     /// A server-first port is excluded from capture where the mesh enforces identity on it.
     Exposed,
+    /// A waypoint sniffs a server-first port: clients would hang.
+    AtRisk,
     /// serverfirst would change it.
     WouldPatch,
     /// Nothing server-first, skipped on purpose, or no pod template.
@@ -280,6 +290,7 @@ impl Status {
         match self {
             Status::Protected => "protected",
             Status::Exposed => "exposed",
+            Status::AtRisk => "at-risk",
             Status::WouldPatch => "would-patch",
             Status::NotApplicable => "not-applicable",
             Status::Error => "error",
@@ -350,7 +361,7 @@ impl Row {
                 );
             }
             Verdict::Invalid(message) => row.message = message,
-            Verdict::Service(decision) => row.set_service_decision(decision),
+            Verdict::Service(decision, waypoint) => row.set_service_decision(decision, waypoint),
             Verdict::Decided(decision) => {
                 row.warnings = decision.warnings().to_vec();
                 row.notes = decision.notes();
@@ -358,6 +369,14 @@ impl Row {
                     Decision::Skipped(reason) => {
                         row.status = Status::NotApplicable;
                         row.message = reason.to_string();
+                    }
+                    Decision::Ambient(plan) => {
+                        row.ports = plan.ports.iter().copied().collect();
+                        row.status = match plan.waypoint {
+                            Some(_) => Status::AtRisk,
+                            None => Status::NotApplicable,
+                        };
+                        row.message = crate::mesh::AMBIENT.to_string();
                     }
                     Decision::NoPorts { .. } => {
                         row.status = Status::NotApplicable;
@@ -397,7 +416,8 @@ impl Row {
 }
 
 impl Row {
-    fn set_service_decision(&mut self, decision: ServiceDecision) {
+    /// `waypoint`: the one traffic to the Service passes, which sniffs its undeclared ports.
+    fn set_service_decision(&mut self, decision: ServiceDecision, waypoint: Option<Waypoint>) {
         self.warnings = decision.warnings().to_vec();
         self.status = Status::NotApplicable;
         match decision {
@@ -406,9 +426,14 @@ impl Row {
             ServiceDecision::Planned(plan) => {
                 let ports: crate::ports::PortSet = plan.findings.iter().map(|f| f.port).collect();
                 self.ports = ports.into_iter().collect();
-                self.status = match plan.changes.is_empty() {
-                    true => Status::Protected,
-                    false => Status::WouldPatch,
+                self.status = match (plan.changes.is_empty(), &waypoint) {
+                    (true, _) => Status::Protected,
+                    (false, Some(waypoint)) => {
+                        self.warnings
+                            .push(waypoint_sniffs(waypoint, &plan.declared));
+                        Status::AtRisk
+                    }
+                    (false, None) => Status::WouldPatch,
                 };
                 self.changes = plan.changes.iter().map(AnnotationOut::from).collect();
             }
@@ -530,7 +555,7 @@ fn edit_text(
                 .collect();
             text_edit::set_annotations(document.text, &metadata_path, &annotations)?
         }
-        Verdict::Service(decision) => {
+        Verdict::Service(decision, _) => {
             let mut annotations = Vec::new();
             let mut port_fields = Vec::new();
             for change in decision.changes() {
@@ -786,10 +811,12 @@ fn workload(object: &Value, config: &Config, mesh: &MeshState) -> Option<compani
 pub fn exit_code(rows: &[Row]) -> u8 {
     if rows.iter().any(|r| r.status == Status::Error) {
         2
-    } else if rows
-        .iter()
-        .any(|r| matches!(r.status, Status::WouldPatch | Status::Exposed))
-    {
+    } else if rows.iter().any(|r| {
+        matches!(
+            r.status,
+            Status::WouldPatch | Status::Exposed | Status::AtRisk
+        )
+    }) {
         1
     } else {
         0

@@ -13,7 +13,7 @@ use crate::config::IstioSettings;
 use crate::mesh::exclusions::Syntax;
 use crate::mesh::{Change, MeshPlan, merge_annotation};
 use crate::pod::PodView;
-use crate::ports::{PortSet, format_port_list, parse_port_list, phrase};
+use crate::ports::{PortSet, format_port_list, parse_port_list};
 use init::{IstioInit, MeshDefaults};
 
 pub const INCLUDE_INBOUND: &str = "traffic.sidecar.istio.io/includeInboundPorts";
@@ -22,7 +22,6 @@ pub const INJECT: &str = "sidecar.istio.io/inject";
 pub const INTERCEPTION_MODE: &str = "sidecar.istio.io/interceptionMode";
 pub const EXCLUDE_OUTBOUND: &str = "traffic.sidecar.istio.io/excludeOutboundPorts";
 const STATUS: &str = "sidecar.istio.io/status";
-const DATAPLANE_MODE: &str = "istio.io/dataplane-mode";
 
 /// The pod's `sidecar.istio.io/inject` setting as the injector reads it: the label when present
 /// (even empty), else the annotation (istio pkg/kube/inject/inject.go, `injectRequired`: "if
@@ -63,14 +62,6 @@ pub fn plan(
     settings: &IstioSettings,
 ) -> MeshPlan {
     let mut plan = MeshPlan::default();
-    if pod.label(DATAPLANE_MODE).map(str::trim) == Some("ambient") {
-        // ztunnel has no per-port exclusion; only the whole pod can opt out.
-        plan.warnings.push(format!(
-            "Istio ambient mode: {} cannot be excluded one by one; set label {DATAPLANE_MODE}=none to take the pod out of the mesh",
-            phrase(inbound.iter().chain(outbound).copied())
-        ));
-        return plan;
-    }
     merge_annotation(pod, EXCLUDE_OUTBOUND, outbound, Syntax::Ports, &mut plan);
     if inbound.is_empty() {
         return plan;

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::config::{Config, MeshSelection};
 use crate::detect::{Detection, detect, outbound_ports};
-use crate::mesh_state::{Enforcement, MeshState};
+use crate::mesh_state::{Enforcement, MeshState, Waypoint, waypoint};
 use crate::pod::PodView;
 use crate::ports::{PortSet, format_port_list, phrase};
 use istio::mtls::{ExcludeReason, KeepReason, MTLS_KEY, Verdict};
@@ -277,11 +277,36 @@ impl Plan {
 /// The records serverfirst writes; changing only these changes nothing about capture.
 const RECORD_KEYS: [&str; 3] = [RECORD_KEY, OUTBOUND_RECORD_KEY, KEPT_RECORD_KEY];
 
+/// An Istio ambient pod: ztunnel captures it and never waits for a client's first bytes, so it
+/// is left alone. Only a waypoint its traffic passes can sniff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmbientPlan {
+    /// The server-first ports found, ascending.
+    pub ports: PortSet,
+    /// The waypoint that the pod's own traffic passes (a `workload` or `all` one): it sniffs
+    /// every port of the workloads it carries.
+    pub waypoint: Option<Waypoint>,
+    pub warnings: Vec<String>,
+}
+
+/// Why an ambient pod is left alone.
+pub const AMBIENT: &str = "ambient: ztunnel does not inspect traffic";
+
+/// What to do about a waypoint that sniffs a server-first port: the two ways out.
+pub fn waypoint_way_out(ports: &str) -> String {
+    format!(
+        "send {ports} through a service waypoint (istio.io/waypoint-for: service) with the Service port declared TCP, or set {}: none on the workload",
+        crate::mesh_state::waypoint::USE_WAYPOINT
+    )
+}
+
 /// The outcome of looking at one pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Left alone on purpose; the reason is for logs and reports.
     Skipped(&'static str),
+    /// An Istio ambient pod, left alone ([`AMBIENT`]).
+    Ambient(AmbientPlan),
     /// Nothing server-first found.
     NoPorts {
         warnings: Vec<String>,
@@ -305,7 +330,7 @@ impl Decision {
         match self {
             Decision::Planned(plan) => plan.detection.off_notes(),
             Decision::NoPorts { notes, .. } => notes.clone(),
-            Decision::Skipped(_) => Vec::new(),
+            Decision::Skipped(_) | Decision::Ambient(_) => Vec::new(),
         }
     }
 
@@ -313,6 +338,7 @@ impl Decision {
         match self {
             Decision::Planned(plan) => &plan.warnings,
             Decision::NoPorts { warnings, .. } => warnings,
+            Decision::Ambient(plan) => &plan.warnings,
             Decision::Skipped(_) => &[],
         }
     }
@@ -339,11 +365,22 @@ pub fn decide(pod: &PodView<'_>, namespace: &str, config: &Config, mesh: &MeshSt
         outbound: outbound_ports(pod, config, &mut warnings),
     };
     let meshes = meshes_for(pod, &config.meshes);
+    let ambient = meshes.contains(&Mesh::Istio) && mesh.is_ambient(namespace, pod);
     let active: Vec<Mesh> = meshes
         .iter()
         .copied()
         .filter(|mesh| mesh.skip_reason(pod).is_none())
+        .filter(|&mesh| !(ambient && mesh == Mesh::Istio))
         .collect();
+    if active.is_empty() && ambient {
+        return Decision::Ambient(ambient_plan(
+            pod,
+            namespace,
+            detection.ports(),
+            mesh,
+            warnings,
+        ));
+    }
     if active.is_empty()
         && let Some(reason) = meshes.first().and_then(|mesh| mesh.skip_reason(pod))
     {
@@ -408,6 +445,34 @@ pub fn decide(pod: &PodView<'_>, namespace: &str, config: &Config, mesh: &MeshSt
         changes,
         warnings,
     })
+}
+
+/// An ambient pod's plan: nothing to change, and the waypoint that sniffs its ports, if one does.
+fn ambient_plan(
+    pod: &PodView<'_>,
+    namespace: &str,
+    ports: PortSet,
+    mesh: &MeshState,
+    mut warnings: Vec<String>,
+) -> AmbientPlan {
+    let waypoint = mesh
+        .waypoint(namespace, pod, waypoint::Client::Workload)
+        .filter(|_| !ports.is_empty())
+        .cloned();
+    if let Some(waypoint) = &waypoint {
+        let ports = phrase(ports.iter().copied());
+        warnings.push(format!(
+            "{ports} pass waypoint {} (istio.io/waypoint-for: {}), which sniffs every port of the workloads it carries: {}",
+            waypoint.gateway,
+            waypoint.waypoint_for.as_str(),
+            waypoint_way_out(&ports)
+        ));
+    }
+    AmbientPlan {
+        ports,
+        waypoint,
+        warnings,
+    }
 }
 
 /// Sets record `key` to `ports` (ascending) unless it says so already or there is nothing to say.
@@ -1161,15 +1226,20 @@ mod profile_tests {
     }
 
     #[test]
-    fn ambient_pods_are_reported_not_patched() {
+    fn ambient_pods_are_left_alone() {
         let mut ambient = pod(None);
         ambient["metadata"]["labels"] = json!({"istio.io/dataplane-mode": "ambient"});
         let decision = decide_value(&ambient, &Config::default());
-        assert!(decision.changes().is_empty());
-        assert!(
-            decision.warnings()[0].contains("ambient"),
-            "{:?}",
-            decision.warnings()
+        assert_eq!(
+            decision,
+            Decision::Ambient(AmbientPlan {
+                ports: [25, 587].into_iter().collect(),
+                waypoint: None,
+                warnings: vec![]
+            })
         );
+        // Not Istio's business: other meshes still plan.
+        let kuma = decide_value(&ambient, &config(&[Mesh::Istio, Mesh::Kuma]));
+        assert!(matches!(kuma, Decision::Planned(_)), "{kuma:?}");
     }
 }

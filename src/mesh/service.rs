@@ -4,7 +4,8 @@
 use crate::config::{Config, MeshSelection};
 use crate::mesh::exclusions::{self, Syntax};
 use crate::mesh::{Mesh, istio_service, kuma_service, linkerd_service};
-use crate::ports::PortSet;
+use crate::mesh_state::Waypoint;
+use crate::ports::{PortSet, phrase};
 use crate::service::ServiceView;
 use crate::service_ports::{ServiceDetection, ServiceFinding, detect_service};
 
@@ -123,6 +124,18 @@ pub fn decide_service(
         changes: plan.changes,
         warnings: plan.warnings,
     })
+}
+
+/// What a waypoint does to `undeclared` server-first ports of a Service whose traffic it carries,
+/// and the ways out.
+pub fn waypoint_sniffs(waypoint: &Waypoint, undeclared: &PortSet) -> String {
+    format!(
+        "traffic to Service {} passes waypoint {} (istio.io/waypoint-for: {}), which sniffs ports with no declared protocol: set appProtocol: tcp (serverfirst does when the Service is next created or updated), or set {}: none on the Service",
+        phrase(undeclared.iter().copied()),
+        waypoint.gateway,
+        waypoint.waypoint_for.as_str(),
+        crate::mesh_state::waypoint::USE_WAYPOINT
+    )
 }
 
 /// Merges the declared ports into [`DECLARED_KEY`]; an unreadable value is replaced, since

@@ -1,13 +1,15 @@
 //! Mesh state: the cluster facts a decision needs that the object under review does not carry —
-//! namespaces and their labels, PeerAuthentications, AuthorizationPolicies.
+//! namespaces and their labels, PeerAuthentications, AuthorizationPolicies, ambient waypoints.
 //!
 //! Plain data with lookups, built by one function ([`MeshState::new`]) from objects that the
 //! edges bring: `serve`'s reflectors, `audit`'s lists, the documents given to `check`/`render`.
 //! [`MeshState::default`] means "no mesh policy known", under which every decision is the one
 //! serverfirst made before it knew about policies.
 
+pub mod ambient;
 mod authorization;
 mod peer_authentication;
+pub mod waypoint;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -19,6 +21,7 @@ use serde::Deserialize;
 
 pub use authorization::{Action, AuthorizationPolicy};
 pub use peer_authentication::{EffectiveMtls, MtlsMode, PeerAuthentication};
+pub use waypoint::{Waypoint, WaypointFor};
 
 use crate::pod::PodView;
 
@@ -46,6 +49,12 @@ impl LabelLookup for Selector {
 impl LabelLookup for PodView<'_> {
     fn label(&self, key: &str) -> Option<&str> {
         PodView::label(self, key)
+    }
+}
+
+impl LabelLookup for crate::service::ServiceView<'_> {
+    fn label(&self, key: &str) -> Option<&str> {
+        crate::service::ServiceView::label(self, key)
     }
 }
 
@@ -129,6 +138,7 @@ pub enum MeshObject {
     Namespace { name: String, labels: Selector },
     PeerAuthentication(PeerAuthentication),
     AuthorizationPolicy(AuthorizationPolicy),
+    Waypoint(Waypoint),
 }
 
 impl MeshObject {
@@ -154,6 +164,12 @@ impl MeshObject {
             ("security.istio.io", "AuthorizationPolicy") => {
                 AuthorizationPolicy::from_value(value).map(MeshObject::AuthorizationPolicy)
             }
+            // Other Gateways are not the mesh's.
+            ("gateway.networking.k8s.io", "Gateway") => match Waypoint::from_value(value) {
+                Ok(None) => return None,
+                Ok(Some(waypoint)) => Ok(MeshObject::Waypoint(waypoint)),
+                Err(error) => Err(error),
+            },
             _ => return None,
         };
         Some(object.map_err(|error| {
@@ -175,6 +191,7 @@ pub struct MeshState {
     peer_authentications: HashMap<String, Vec<PeerAuthentication>>,
     /// By namespace, by name.
     authorization_policies: HashMap<String, Vec<AuthorizationPolicy>>,
+    waypoints: HashMap<PolicyRef, Waypoint>,
 }
 
 impl Default for MeshState {
@@ -189,6 +206,7 @@ pub struct Counts {
     pub namespaces: usize,
     pub peer_authentications: usize,
     pub authorization_policies: usize,
+    pub waypoints: usize,
 }
 
 impl MeshState {
@@ -200,6 +218,7 @@ impl MeshState {
             namespaces: HashMap::new(),
             peer_authentications: HashMap::new(),
             authorization_policies: HashMap::new(),
+            waypoints: HashMap::new(),
         };
         for object in objects {
             match object {
@@ -216,6 +235,9 @@ impl MeshState {
                     .entry(policy.policy.namespace.clone())
                     .or_default()
                     .push(policy),
+                MeshObject::Waypoint(waypoint) => {
+                    state.waypoints.insert(waypoint.gateway.clone(), waypoint);
+                }
             }
         }
         for policies in state.peer_authentications.values_mut() {
@@ -236,7 +258,34 @@ impl MeshState {
             namespaces: self.namespaces.len(),
             peer_authentications: self.peer_authentications.values().map(Vec::len).sum(),
             authorization_policies: self.authorization_policies.values().map(Vec::len).sum(),
+            waypoints: self.waypoints.len(),
         }
+    }
+
+    /// The labels of `namespace`; none when it is not known.
+    fn labels_of(&self, namespace: &str) -> &Selector {
+        self.namespaces
+            .get(namespace)
+            .unwrap_or_else(|| ambient::no_labels())
+    }
+
+    /// istio-cni captures `pod` of `namespace` for ztunnel ([`ambient`]).
+    pub fn is_ambient(&self, namespace: &str, pod: &PodView<'_>) -> bool {
+        ambient::is_ambient(&ambient::facts(pod), self.labels_of(namespace))
+    }
+
+    /// The waypoint that `client` traffic to an object (a pod or a Service with `labels`) of
+    /// `namespace` passes, if any ([`waypoint`]).
+    pub fn waypoint(
+        &self,
+        namespace: &str,
+        labels: &dyn LabelLookup,
+        client: waypoint::Client,
+    ) -> Option<&Waypoint> {
+        let named = waypoint::named(labels, namespace, self.labels_of(namespace))?;
+        self.waypoints
+            .get(&named)
+            .filter(|waypoint| waypoint::takes(waypoint, client))
     }
 
     /// The labels of `namespace`, when it is known.

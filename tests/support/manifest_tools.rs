@@ -136,7 +136,8 @@ fn check_webhook_rbac(overlay: &str, objects: &[Value], pod: &Value) {
         json!([
             {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
             {"apiGroups": ["security.istio.io"], "resources": ["peerauthentications", "authorizationpolicies"],
-             "verbs": ["list", "watch"]}
+             "verbs": ["list", "watch"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gateways"], "verbs": ["list", "watch"]}
         ]),
         "{overlay}: the webhook's role is read-only, on exactly its mesh state"
     );
