@@ -11,7 +11,7 @@ use proptest::test_runner::TestRunner;
 use serde_json::{Map, Value, json};
 use serverfirst::admission::review;
 use serverfirst::config::{Config, Mode};
-use serverfirst::mesh_state::MeshState;
+use serverfirst::mesh_state::{MeshObject, MeshState};
 use serverfirst::ports::parse_port_list;
 
 const EXCLUDE: &str = "traffic.sidecar.istio.io/excludeInboundPorts";
@@ -168,13 +168,36 @@ fn containers_len_odd(annotations: &Option<Map<String, Value>>) -> bool {
 }
 
 fn answer(pod: &Value) -> Option<json_patch::Patch> {
+    answer_under(pod, &MeshState::default())
+}
+
+/// Ports on which the mesh state of [`strict_ports_state`] enforces identity for `app: p`.
+const STRICT_PORTS: [u16; 4] = [25, 143, 587, 30000];
+
+/// A workload PeerAuthentication in `n` for `app: p` (the generated pods' label): STRICT on
+/// [`STRICT_PORTS`], PERMISSIVE elsewhere.
+fn strict_ports_state() -> MeshState {
+    let port_level: Map<String, Value> = STRICT_PORTS
+        .iter()
+        .map(|port| (port.to_string(), json!({"mode": "STRICT"})))
+        .collect();
+    let policy = json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+        "metadata": {"namespace": "n", "name": "p"},
+        "spec": {"selector": {"matchLabels": {"app": "p"}}, "portLevelMtls": port_level}});
+    MeshState::new(
+        "istio-system",
+        [MeshObject::from_value(&policy).unwrap().unwrap()],
+    )
+}
+
+fn answer_under(pod: &Value, mesh: &MeshState) -> Option<json_patch::Patch> {
     let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
         "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "namespace": "n", "object": pod}});
     let reviewed = review(
         &serde_json::to_vec(&body).unwrap(),
         Mode::Enforce,
         &Config::default(),
-        &MeshState::default(),
+        mesh,
     )
     .expect("valid review");
     let response: Value = serde_json::from_slice(&reviewed.body).unwrap();
@@ -196,8 +219,8 @@ fn annotation<'v>(pod: &'v Value, key: &str) -> Option<&'v str> {
         .and_then(Value::as_str)
 }
 
-/// The `-b` port list of the pod's istio-init container, when it is an explicit list.
-fn istio_init_include(pod: &Value) -> Option<BTreeSet<u16>> {
+/// The last value of flag `short`/`long` of the pod's istio-init container.
+fn istio_init_flag<'v>(pod: &'v Value, short: &str, long: &str) -> Option<&'v str> {
     let init = pod
         .pointer("/spec/initContainers")?
         .as_array()?
@@ -205,17 +228,20 @@ fn istio_init_include(pod: &Value) -> Option<BTreeSet<u16>> {
         .find(|c| c["name"] == "istio-init")?;
     let list = init.get("args").or_else(|| init.get("command"))?;
     let args: Vec<&str> = list.as_array()?.iter().filter_map(Value::as_str).collect();
-    let value = args
-        .iter()
+    args.iter()
         .enumerate()
         .rev()
         .find_map(|(at, arg)| match *arg {
-            "-b" | "--istio-inbound-ports" => args.get(at + 1).copied(),
+            flag if flag == short || flag == long => args.get(at + 1).copied(),
             _ => arg
-                .strip_prefix("--istio-inbound-ports=")
-                .or_else(|| arg.strip_prefix("-b=")),
-        })?;
-    match value.trim() {
+                .strip_prefix(&format!("{long}="))
+                .or_else(|| arg.strip_prefix(&format!("{short}="))),
+        })
+}
+
+/// The `-b` port list of the pod's istio-init container, when it is an explicit list.
+fn istio_init_include(pod: &Value) -> Option<BTreeSet<u16>> {
+    match istio_init_flag(pod, "-b", "--istio-inbound-ports")?.trim() {
         "*" | "" => None,
         list => port_set(Some(list)),
     }
@@ -332,4 +358,66 @@ fn patch_applies_is_idempotent_and_touches_only_what_it_owns() {
         "properties: {CASES} generated pods, {} of them patched; failures = 0",
         patched_pods.load(Ordering::Relaxed)
     );
+}
+
+/// Never take away security the operator switched on: where the mesh enforces identity on a
+/// port, the webhook never takes it out of capture (no new exclude, no narrower include list),
+/// its record names only such ports, and its patch is still idempotent.
+#[test]
+fn a_port_the_mesh_enforces_identity_on_never_leaves_capture() {
+    let config = ProptestConfig {
+        cases: CASES,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mesh = strict_ports_state();
+    let kept_pods = AtomicUsize::new(0);
+    let result = TestRunner::new(config).run(&pod(), |pod| {
+        let Some(patch) = answer_under(&pod, &mesh) else {
+            return Ok(());
+        };
+        // The policy selects `app: p`: pods generated without metadata have no labels.
+        let strict: BTreeSet<u16> = match pod.pointer("/metadata/labels/app") {
+            Some(app) if app == "p" => STRICT_PORTS.into_iter().collect(),
+            _ => BTreeSet::new(),
+        };
+        let mut patched = pod.clone();
+        json_patch::patch(&mut patched, &patch).expect("the patch applies");
+        prop_assert!(answer_under(&patched, &mesh).is_none(), "patched again");
+        let grown = |key: &str| -> BTreeSet<u16> {
+            let old = port_set(annotation(&pod, key)).unwrap_or_default();
+            let new = port_set(annotation(&patched, key)).unwrap_or_default();
+            new.difference(&old).copied().collect()
+        };
+        // A rendered istio-init's `-d` shows the mesh-wide excludes, which the annotation
+        // carries: those ports were out of capture already.
+        let shown = port_set(istio_init_flag(&pod, "-d", "--istio-local-exclude-ports"))
+            .unwrap_or_default();
+        let newly_excluded: BTreeSet<u16> = grown(EXCLUDE).difference(&shown).copied().collect();
+        prop_assert!(
+            newly_excluded.is_disjoint(&strict),
+            "excluded {:?} under STRICT",
+            newly_excluded
+        );
+        if annotation(&pod, INCLUDE) != annotation(&patched, INCLUDE) {
+            let old = port_set(annotation(&pod, INCLUDE)).unwrap_or_default();
+            let new = port_set(annotation(&patched, INCLUDE)).unwrap_or_default();
+            let dropped: BTreeSet<u16> = old.difference(&new).copied().collect();
+            prop_assert!(dropped.is_disjoint(&strict), "uncaptured {:?}", dropped);
+        }
+        if let Some(kept) = port_set(annotation(&patched, "serverfirst.dev/kept-ports")) {
+            kept_pods.fetch_add(1, Ordering::Relaxed);
+            prop_assert!(kept.is_subset(&strict), "kept {:?}", kept);
+        }
+        Ok(())
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+    let kept = kept_pods.load(Ordering::Relaxed);
+    let _ = writeln!(
+        std::io::stderr(),
+        "properties: {CASES} generated pods under STRICT ports, {kept} of them with kept ports; failures = 0"
+    );
+    assert!(kept > 0, "the strategy never reached a kept port");
 }
