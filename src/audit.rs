@@ -33,7 +33,7 @@ use crate::mesh::{
 };
 use crate::mesh_state::{Enforcement, MeshState, waypoint};
 use crate::pod::PodView;
-use crate::ports::{PortSet, parse_port_list, phrase};
+use crate::ports::{PortSet, by_reason, parse_port_list, phrase};
 use crate::service::ServiceView;
 
 /// The verdict on one running pod.
@@ -312,11 +312,7 @@ fn classify_plan(pod: &PodView<'_>, config: &Config, plan: &Plan, audit: &mut Au
 
 /// `ports 25,587 kept in the mesh (STRICT by mail/default)`, one group per reason.
 fn kept_phrase(kept: &BTreeMap<u16, String>) -> String {
-    let mut by_reason: BTreeMap<&str, PortSet> = BTreeMap::new();
-    for (&port, reason) in kept {
-        by_reason.entry(reason).or_default().insert(port);
-    }
-    by_reason
+    by_reason(kept.iter().map(|(&port, reason)| (port, reason)))
         .into_iter()
         .map(|(reason, ports)| format!("{} kept in the mesh ({reason})", phrase(ports)))
         .collect::<Vec<_>>()
@@ -332,20 +328,15 @@ fn exposed_fix(pod: &PodView<'_>, exposed: &BTreeMap<u16, Enforcement>) -> Strin
         .unwrap_or_default()
         .into_iter()
         .collect();
-    let mut by_enforcement: BTreeMap<String, PortSet> = BTreeMap::new();
-    for (&port, enforcement) in exposed {
-        by_enforcement
-            .entry(enforcement.to_string())
-            .or_default()
-            .insert(port);
-    }
-    let bypassed = by_enforcement
-        .iter()
-        .map(|(enforcement, ports)| {
-            format!("{} bypass {enforcement}", phrase(ports.iter().copied()))
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
+    let bypassed = by_reason(
+        exposed
+            .iter()
+            .map(|(&port, enforcement)| (port, enforcement)),
+    )
+    .iter()
+    .map(|(enforcement, ports)| format!("{} bypass {enforcement}", phrase(ports.iter().copied())))
+    .collect::<Vec<_>>()
+    .join("; ");
     let all_recorded = exposed.keys().all(|port| recorded.contains(port));
     match all_recorded {
         true => format!(

@@ -65,6 +65,17 @@ pub fn format_port_list<I: IntoIterator<Item = u16>>(ports: I) -> String {
     out
 }
 
+/// Ports grouped by what is said of them (a reason, a policy), groups in the text's order.
+pub fn by_reason<R: std::fmt::Display>(
+    ports: impl IntoIterator<Item = (u16, R)>,
+) -> std::collections::BTreeMap<String, PortSet> {
+    let mut groups = std::collections::BTreeMap::<String, PortSet>::new();
+    for (port, reason) in ports {
+        groups.entry(reason.to_string()).or_default().insert(port);
+    }
+    groups
+}
+
 /// Ports for prose: `port 25`, `ports 25,465,587`, ascending as in the annotations, with runs
 /// of three or more consecutive ports written `30000-30049` (FTP passive ranges are long).
 pub fn phrase<I: IntoIterator<Item = u16>>(ports: I) -> String {

@@ -19,7 +19,7 @@ use crate::config::{Config, MeshSelection};
 use crate::detect::{Detection, detect, outbound_ports};
 use crate::mesh_state::{Enforcement, MeshState, Waypoint, waypoint};
 use crate::pod::PodView;
-use crate::ports::{PortSet, format_port_list, phrase};
+use crate::ports::{PortSet, by_reason, format_port_list, phrase};
 use istio::mtls::{ExcludeReason, KeepReason, MTLS_KEY, Verdict};
 
 /// Annotation serverfirst writes to record the inbound ports it took out of capture; only for
@@ -247,14 +247,13 @@ impl Plan {
     /// One phrase naming the kept and the excluded ports and why: `ports 25,587 kept (STRICT
     /// by mail/default); port 143 excluded (no identity enforced)`. Empty without Istio verdicts.
     pub fn capture_summary(&self) -> String {
-        let mut groups: BTreeMap<String, PortSet> = BTreeMap::new();
-        for (&port, verdict) in &self.verdicts {
+        let groups = by_reason(self.verdicts.iter().map(|(&port, verdict)| {
             let group = match verdict {
                 Verdict::Keep(reason) => format!("kept ({reason})"),
                 Verdict::Exclude(reason) => format!("excluded ({reason})"),
             };
-            groups.entry(group).or_default().insert(port);
-        }
+            (port, group)
+        }));
         // Kept first, then excluded.
         let mut parts: Vec<(bool, String)> = groups
             .into_iter()
@@ -506,25 +505,22 @@ fn istio_verdicts(
             )
         })
         .collect();
-    let mut forced_keep = PortSet::new();
-    let mut bypassing: BTreeMap<String, PortSet> = BTreeMap::new();
-    for (&port, verdict) in &verdicts {
-        match verdict {
-            Verdict::Keep(KeepReason::Forced(_)) => {
-                forced_keep.insert(port);
-            }
-            Verdict::Exclude(ExcludeReason::Forced {
-                bypasses: Some(enforcement),
-                ..
-            }) => {
-                bypassing
-                    .entry(enforcement.to_string())
-                    .or_default()
-                    .insert(port);
-            }
-            _ => {}
-        }
-    }
+    let forced_keep: PortSet = verdicts
+        .iter()
+        .filter(|(_, verdict)| matches!(verdict, Verdict::Keep(KeepReason::Forced(_))))
+        .map(|(&port, _)| port)
+        .collect();
+    let bypassing = by_reason(
+        verdicts
+            .iter()
+            .filter_map(|(&port, verdict)| match verdict {
+                Verdict::Exclude(ExcludeReason::Forced {
+                    bypasses: Some(enforcement),
+                    ..
+                }) => Some((port, enforcement)),
+                _ => None,
+            }),
+    );
     if !forced_keep.is_empty() {
         warnings.push(format!(
             "{} kept in the mesh by {} although nothing enforces identity there (PERMISSIVE): plaintext clients from outside the mesh will hang",
@@ -557,14 +553,7 @@ fn exposed(
         .into_iter()
         .filter_map(|port| Some((port, mesh.enforcement(namespace, pod, port)?)))
         .collect();
-    let mut by_enforcement: BTreeMap<String, PortSet> = BTreeMap::new();
-    for (&port, enforcement) in &exposed {
-        by_enforcement
-            .entry(enforcement.to_string())
-            .or_default()
-            .insert(port);
-    }
-    for (enforcement, ports) in by_enforcement {
+    for (enforcement, ports) in by_reason(exposed.iter().map(|(&port, e)| (port, e))) {
         warnings.push(format!(
             "{} already excluded from capture by the pod although the mesh enforces identity there ({enforcement}): {} mTLS and AuthorizationPolicy",
             phrase(ports.iter().copied()),

@@ -86,13 +86,7 @@ pub const SIDECAR_STATUS_KEY: &str = SIDECAR_STATUS;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> Selector {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::mesh_state::labels;
 
     /// The cases of istio/istio `cni/pkg/util/podutil_test.go` `TestEnablementSelectorMatches`
     /// with the chart's default selectors, and the injection serverfirst foresees.

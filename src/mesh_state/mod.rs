@@ -58,6 +58,15 @@ impl LabelLookup for crate::service::ServiceView<'_> {
     }
 }
 
+/// Labels from `key, value` pairs, for tests.
+#[cfg(test)]
+pub(crate) fn labels(pairs: &[(&str, &str)]) -> Selector {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// Every `key: value` of `selector` is among `labels` (Istio's `labels.Instance.SubsetOf`).
 pub fn selects(selector: &Selector, labels: &dyn LabelLookup) -> bool {
     selector

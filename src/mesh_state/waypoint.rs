@@ -146,14 +146,8 @@ pub fn takes(waypoint: &Waypoint, client: Client) -> bool {
 mod tests {
     use super::*;
     use crate::mesh_state::Selector;
+    use crate::mesh_state::labels;
     use serde_json::json;
-
-    fn labels(pairs: &[(&str, &str)]) -> Selector {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn reads_waypoints_and_only_them() {
