@@ -72,8 +72,8 @@ use e2e_ftp::{
 };
 use e2e_mail::{AT_ONCE_MS, BIN, STALL_WAIT_SECS, elapsed_ms, ms, prerequisites};
 use e2e_pods::{
-    FTP_CONTROL_PORT, SMTP_PORTS, admit, admit_service, created_pod, manifest_ftp_pod,
-    manifest_ftp_service,
+    FTP_CONTROL_PORT, SMTP_PORTS, SUBMISSION, admit, admitted_service, created_pod, mail_service,
+    manifest_ftp_pod, manifest_ftp_service,
 };
 use envoy::Envoy;
 use istio_model::{EXCLUDE_INBOUND_PORTS, IptablesArgs, pod_capture};
@@ -95,7 +95,6 @@ const FIRST_BYTES: &str = concat!(
 
 /// The mail Service's cluster IP: routed inside the client namespace only.
 const VIP: &str = "10.96.0.10";
-const SUBMISSION: u16 = 587;
 /// The client application's uid and gid: anything but the proxy's 1337.
 const APP_UID: u32 = 1000;
 
@@ -108,18 +107,9 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
-/// The mail server's Service as its chart writes it: the port named after its IANA service,
-/// which tells Istio nothing (`ConvertProtocol`: auto-detected).
+/// The mail server's Service as its chart writes it.
 fn service_as_written() -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": { "name": "mox", "namespace": "mail" },
-        "spec": {
-            "selector": { "app.kubernetes.io/name": "mox" },
-            "ports": [{ "name": "submission", "port": SUBMISSION, "targetPort": SUBMISSION, "protocol": "TCP" }],
-        }
-    })
+    mail_service()
 }
 
 /// The Service as serverfirst's webhook (default configuration, over TLS) returns it.
@@ -134,10 +124,7 @@ fn service_as_patched() -> Value {
 
 /// `service` as serverfirst's webhook (default configuration, over TLS) returns it.
 fn webhook_service(service: &Value) -> Value {
-    block_on(async {
-        let server = TestServer::start(Config::default(), Limits::default()).await;
-        admit_service(&server, service).await
-    })
+    block_on(admitted_service(service))
 }
 
 /// Where the server pod stands.

@@ -20,7 +20,9 @@ const FTP_MANIFEST: &str = include_str!("../fixtures/manifests/real/ftp.yaml");
 
 /// The server-first ports of the mail container (SMTP and submission): plain SMTP, served in the
 /// tests by serverfirst's reference SMTP server.
-pub const SMTP_PORTS: [u16; 2] = [25, 587];
+pub const SMTP_PORTS: [u16; 2] = [25, SUBMISSION];
+/// The mail Service's port.
+pub const SUBMISSION: u16 = 587;
 
 /// A pod as it reaches the webhook, and why it looks like that.
 pub struct Shape {
@@ -155,6 +157,20 @@ pub async fn admit(server: &TestServer, pod: &Value) -> Value {
     mutate(server, &review).await
 }
 
+/// The mail server's Service as its chart writes it: the port named after its IANA service,
+/// which tells Istio nothing (`ConvertProtocol`: auto-detected).
+pub fn mail_service() -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": "mox", "namespace": "mail" },
+        "spec": {
+            "selector": { "app.kubernetes.io/name": "mox" },
+            "ports": [{ "name": "submission", "port": SUBMISSION, "targetPort": SUBMISSION, "protocol": "TCP" }],
+        }
+    })
+}
+
 /// Sends a Service CREATE to the webhook and returns the Service with the patch applied.
 pub async fn admit_service(server: &TestServer, service: &Value) -> Value {
     let kind = json!({ "group": "", "version": "v1", "kind": "Service" });
@@ -207,6 +223,12 @@ pub async fn admitted_shapes() -> Vec<(Shape, Value)> {
         admitted.push((shape, pod));
     }
     admitted
+}
+
+/// The Service serverfirst's webhook (default configuration) returns for `service`.
+pub async fn admitted_service(service: &Value) -> Value {
+    let server = TestServer::start(Config::default(), Limits::default()).await;
+    admit_service(&server, service).await
 }
 
 /// The pod serverfirst's webhook (default configuration) returns for `pod`.

@@ -150,6 +150,7 @@ impl OutboundSidecar {
     /// `listener.go` `buildSidecarOutboundListener` and `buildListenerFromEntry` for one port.
     fn port_listener(&self, port: &ServicePort) -> Option<Value> {
         let cluster = self.cluster_name(port.port);
+        let stat_prefix = format!("outbound_{}", self.listener_name(port.port));
         let tcp_chain = json!({ "filters": [tcp_proxy(&cluster)] });
         // The HTTP chain of an auto-detected port matches what the HTTP inspector found.
         let http_chain = json!({
@@ -157,14 +158,14 @@ impl OutboundSidecar {
                 "transport_protocol": "raw_buffer",
                 "application_protocols": PLAINTEXT_HTTP_ALPNS,
             },
-            "filters": [http_connection_manager(&self.listener_name(port.port), &cluster)],
+            "filters": [http_connection_manager(&stat_prefix, &cluster)],
         });
         let chains = match port.istio_protocol().listener_protocol() {
             ListenerProtocol::Tcp => vec![tcp_chain],
             // ListenerProtocolAuto: `opts = append(tcpOpts, httpOpts...)`.
             ListenerProtocol::Auto => vec![tcp_chain, http_chain],
             ListenerProtocol::Http => vec![json!({
-                "filters": [http_connection_manager(&self.listener_name(port.port), &cluster)],
+                "filters": [http_connection_manager(&stat_prefix, &cluster)],
             })],
             // "UDP or other protocols": no listener.
             ListenerProtocol::Unknown => return None,
@@ -338,8 +339,9 @@ impl OutboundSidecar {
     }
 }
 
-/// `buildSidecarOutboundTCPFilterChainOpts`: `tcp_proxy` named after its cluster.
-fn tcp_proxy(cluster: &str) -> Value {
+/// `buildSidecarOutboundTCPFilterChainOpts`: `tcp_proxy` named after its cluster (a waypoint's
+/// too: `listener_waypoint.go` `buildWaypointNetworkFilters`).
+pub fn tcp_proxy(cluster: &str) -> Value {
     json!({
         "name": "envoy.filters.network.tcp_proxy",
         "typed_config": {
@@ -351,12 +353,12 @@ fn tcp_proxy(cluster: &str) -> Value {
 }
 
 /// `buildSidecarOutboundHTTPListenerOpts`, with one catch-all route instead of RDS.
-fn http_connection_manager(listener: &str, cluster: &str) -> Value {
+pub fn http_connection_manager(stat_prefix: &str, cluster: &str) -> Value {
     json!({
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": format!("outbound_{listener}"),
+            "stat_prefix": stat_prefix,
             "route_config": {
                 "name": cluster,
                 "virtual_hosts": [{

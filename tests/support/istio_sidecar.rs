@@ -661,7 +661,7 @@ fn chain_config(chain: &FilterChain, identity: Option<&TlsFiles>, rbac: &RbacFil
 }
 
 /// `listenerPredicateExcludePorts`: `[port, port + 1)` ranges, or-ed when more than one.
-fn ports_predicate(ports: &[u16]) -> Value {
+pub fn ports_predicate(ports: &[u16]) -> Value {
     let ranges: Vec<Value> = ports
         .iter()
         .map(|&port| json!({ "destination_port_range": { "start": port, "end": u32::from(port) + 1 } }))

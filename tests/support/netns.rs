@@ -243,27 +243,36 @@ impl Sandbox {
 
     /// Waits up to 10 s for `ports` to listen in the pod namespace, calling `check_daemons`
     /// (which fails when a server has exited) while it waits.
-    pub fn wait_listening(&self, ports: &[u16], mut check_daemons: impl FnMut()) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.listening(ports) {
-            check_daemons();
-            assert!(
-                Instant::now() < deadline,
-                "listeners not up in {}: {ports:?}",
-                self.pod
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    pub fn wait_listening(&self, ports: &[u16], check_daemons: impl FnMut()) {
+        wait_listening_in(&self.pod, ports, check_daemons);
     }
 
     pub fn listening(&self, ports: &[u16]) -> bool {
-        let mut command = self.in_pod("ss");
-        command.args(["-Hltn"]);
-        let listing = String::from_utf8_lossy(&run_bounded(command).stdout).into_owned();
-        ports
-            .iter()
-            .all(|port| listing.contains(&format!(":{port} ")))
+        listening_in(&self.pod, ports)
     }
+}
+
+/// [`Sandbox::wait_listening`] in any namespace.
+pub fn wait_listening_in(namespace: &str, ports: &[u16], mut check_daemons: impl FnMut()) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !listening_in(namespace, ports) {
+        check_daemons();
+        assert!(
+            Instant::now() < deadline,
+            "listeners not up in {namespace}: {ports:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether every one of `ports` has a TCP listener in `namespace`.
+pub fn listening_in(namespace: &str, ports: &[u16]) -> bool {
+    let mut command = Sandbox::exec(namespace, "ss");
+    command.args(["-Hltn"]);
+    let listing = String::from_utf8_lossy(&run_bounded(command).stdout).into_owned();
+    ports
+        .iter()
+        .all(|port| listing.contains(&format!(":{port} ")))
 }
 
 /// A further namespace joined to the pod namespace by a veth pair of its own, on a /30 of its
