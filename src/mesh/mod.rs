@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::config::{Config, MeshSelection};
 use crate::detect::{Detection, detect, outbound_ports};
-use crate::mesh_state::{Enforcement, MeshState, Waypoint, waypoint};
+use crate::mesh_state::{Enforcement, MeshState, Waypoint, WaypointFor, waypoint};
 use crate::pod::PodView;
 use crate::ports::{PortSet, by_reason, format_port_list, phrase};
 use istio::mtls::{ExcludeReason, KeepReason, MTLS_KEY, Verdict};
@@ -460,8 +460,15 @@ fn ambient_plan(
         .cloned();
     if let Some(waypoint) = &waypoint {
         let ports = phrase(ports.iter().copied());
+        // ztunnel sends traffic addressed to a Service past a workload-only waypoint (istio/
+        // ztunnel src/proxy/outbound.rs, `build_request`): only clients that address the pod
+        // itself pass it.
+        let whose = match waypoint.waypoint_for {
+            WaypointFor::Workload => " for clients that address the pod itself (a headless Service, a StatefulSet pod's name)",
+            _ => "",
+        };
         warnings.push(format!(
-            "{ports} pass waypoint {} (istio.io/waypoint-for: {}), which sniffs every port of the workloads it carries: {}",
+            "{ports} pass waypoint {} (istio.io/waypoint-for: {}){whose}, which sniffs every port of the workloads it carries: {}",
             waypoint.gateway,
             waypoint.waypoint_for.as_str(),
             waypoint_way_out(&ports)
