@@ -67,7 +67,7 @@ fn policy(path: &str, namespace: &str, name: &str, spec: Value) -> Value {
 /// (namespace-wide STRICT for even `i`, STRICT on port 587 of the mox pods for odd), and
 /// AuthorizationPolicies selecting the mox pods in every tenth from `ns-00005`.
 fn policies(i: usize) -> [Value; 2] {
-    let peer = if i % 2 == 0 {
+    let peer = if i.is_multiple_of(2) {
         policy(
             PEER_AUTHENTICATIONS,
             &namespace_name(i * 10),
