@@ -4,7 +4,6 @@ mod webhook_support;
 
 use webhook_support::SpawnedServe;
 
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,26 +13,8 @@ const REVIEW: &str = include_str!("fixtures/review-mail-deployment.json");
 
 fn start_self_signed() -> SpawnedServe {
     let server = SpawnedServe::start(&[], Stdio::null());
-    wait_ready(server.metrics_port);
+    server.wait_ready(Duration::from_secs(10));
     server
-}
-
-fn wait_ready(metrics_port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", metrics_port)) {
-            use std::io::Write;
-            let _ =
-                stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            let mut response = String::new();
-            let _ = stream.read_to_string(&mut response);
-            if response.starts_with("HTTP/1.1 200") {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "server not ready within 10s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[tokio::test]
@@ -160,7 +141,7 @@ async fn its_own_namespace_is_never_patched_and_no_cluster_is_said_once() {
         &[("POD_NAMESPACE", "mail"), ("RUST_LOG", "info")],
         Stdio::from(std::fs::File::create(&log).unwrap()),
     );
-    wait_ready(server.metrics_port);
+    server.wait_ready(Duration::from_secs(10));
     // The fixture's review is for namespace `mail`.
     let (status, body) = webhook_support::post(
         server.webhook,

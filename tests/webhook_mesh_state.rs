@@ -1,26 +1,23 @@
-//! The webhook deciding with the mesh state its reflectors keep, against a stub API server that
-//! serves Namespaces, PeerAuthentications and AuthorizationPolicies for list and watch as
-//! kube-apiserver does: where the mesh enforces identity on a server-first port (STRICT mTLS, an
+//! The webhook deciding with the mesh state its reflectors keep, against the mock cluster
+//! (Namespaces, PeerAuthentications and AuthorizationPolicies listed and watched as from
+//! kube-apiserver, over loopback HTTP): where the mesh enforces identity on a server-first port (STRICT mTLS, an
 //! AuthorizationPolicy on the pod's sidecar) the port stays in the mesh; elsewhere it is excluded
 //! as it always was.
 
 mod webhook_support;
 
-#[path = "support/cluster_api.rs"]
-mod cluster_api;
-#[path = "support/stub_api.rs"]
-mod stub_api;
+#[path = "support/mock_cluster.rs"]
+mod mock_cluster;
 
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use cluster_api::{AUTHORIZATION_POLICIES, ClusterApi, NAMESPACES, PEER_AUTHENTICATIONS};
-use cluster_api::{istio_policy, namespace};
+use mock_cluster::new_object;
+use mock_cluster::{AUTHORIZATION_POLICIES, MockCluster, NAMESPACES, PEER_AUTHENTICATIONS};
 use serde_json::{Value, json};
 use serverfirst::config::Config;
 use serverfirst::mesh_watch;
 use serverfirst::server::Limits;
-use stub_api::StubApi;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use webhook_support::TestServer;
@@ -29,13 +26,12 @@ const EXCLUDE: &str = "traffic.sidecar.istio.io/excludeInboundPorts";
 const KEPT: &str = "serverfirst.dev/kept-ports";
 const RECORD: &str = "serverfirst.dev/excluded-ports";
 
-/// The webhook, its reflectors over the stub, and the stub.
+/// The webhook, its reflectors over the mock cluster, and the mock cluster.
 struct Setup {
     server: TestServer,
-    api: ClusterApi,
+    cluster: MockCluster,
     ready: watch::Receiver<bool>,
     shutdown: CancellationToken,
-    _stub: StubApi,
     _dir: tempfile::TempDir,
 }
 
@@ -45,8 +41,8 @@ impl Drop for Setup {
     }
 }
 
-async fn client_for(stub: &StubApi, dir: &std::path::Path) -> kube::Client {
-    let path = stub.kubeconfig(dir, "stub", &[("stub", "default")]);
+async fn client_for(cluster: &MockCluster, dir: &std::path::Path) -> kube::Client {
+    let path = cluster.kubeconfig(dir);
     let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
@@ -54,17 +50,15 @@ async fn client_for(stub: &StubApi, dir: &std::path::Path) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
-/// Starts the webhook with reflectors over a stub that holds `objects`; `hold` keeps the
-/// PeerAuthentication list back until released.
+/// Starts the webhook with reflectors over a mock cluster that holds `objects`; `hold` keeps
+/// the PeerAuthentication list back until released.
 async fn setup(objects: Vec<Value>, hold: bool) -> Setup {
-    let api = ClusterApi::new(&[NAMESPACES, PEER_AUTHENTICATIONS, AUTHORIZATION_POLICIES]);
-    api.apply_all(objects);
+    let (cluster, _) = MockCluster::serve_http(objects).await;
     if hold {
-        api.hold(&PEER_AUTHENTICATIONS);
+        cluster.stall_lists(PEER_AUTHENTICATIONS);
     }
-    let stub = StubApi::start(api.router()).await;
     let dir = tempfile::tempdir().unwrap();
-    let client = client_for(&stub, dir.path()).await;
+    let client = client_for(&cluster, dir.path()).await;
     let server = TestServer::start(Config::default(), Limits::default()).await;
     let shutdown = CancellationToken::new();
     let (ready_tx, ready) = watch::channel(false);
@@ -77,10 +71,9 @@ async fn setup(objects: Vec<Value>, hold: bool) -> Setup {
     ));
     Setup {
         server,
-        api,
+        cluster,
         ready,
         shutdown,
-        _stub: stub,
         _dir: dir,
     }
 }
@@ -127,12 +120,26 @@ impl Setup {
     }
 }
 
+/// An Istio policy of the kind at `path`.
+fn policy(path: &str, namespace: &str, name: &str, spec: Value) -> Value {
+    let mut policy = new_object(path, Some(namespace), name);
+    policy["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+    policy["spec"] = spec;
+    policy
+}
+
 fn peer(namespace: &str, name: &str, spec: Value) -> Value {
-    istio_policy(&PEER_AUTHENTICATIONS, namespace, name, spec)
+    policy(PEER_AUTHENTICATIONS, namespace, name, spec)
 }
 
 fn authorization(namespace: &str, name: &str, spec: Value) -> Value {
-    istio_policy(&AUTHORIZATION_POLICIES, namespace, name, spec)
+    policy(AUTHORIZATION_POLICIES, namespace, name, spec)
+}
+
+fn namespace(name: &str, labels: Value) -> Value {
+    let mut namespace = new_object(NAMESPACES, None, name);
+    namespace["metadata"]["labels"] = labels;
+    namespace
 }
 
 fn cluster() -> Vec<Value> {
@@ -231,7 +238,7 @@ async fn a_policy_created_later_changes_the_next_decision() {
     assert_eq!(annotations[EXCLUDE], "25,587");
 
     let created = Instant::now();
-    setup.api.apply(peer(
+    setup.cluster.put(peer(
         "permissive",
         "default",
         json!({"mtls": {"mode": "STRICT"}}),
@@ -252,7 +259,9 @@ async fn a_policy_created_later_changes_the_next_decision() {
         created.elapsed().as_millis()
     );
 
-    setup.api.delete(&peer("permissive", "default", json!({})));
+    setup
+        .cluster
+        .delete(&peer("permissive", "default", json!({})));
     let deleted = Instant::now();
     loop {
         let (annotations, _) = setup.annotations("permissive", json!({})).await;
@@ -270,20 +279,34 @@ async fn a_policy_created_later_changes_the_next_decision() {
 #[tokio::test]
 async fn not_ready_until_every_reflector_has_listed() {
     let mut setup = setup(cluster(), true).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        !*setup.ready.borrow(),
-        "ready before the PeerAuthentications were listed"
-    );
-    let listed = setup
-        .api
-        .requests
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|r| r.starts_with("/api/v1/namespaces?"));
-    assert!(listed, "the namespaces are listed meanwhile");
-    setup.api.release(&PEER_AUTHENTICATIONS);
+    // Everything else is listed and watched; the PeerAuthentications' list waits.
+    setup
+        .cluster
+        .wait_for_watches(
+            &[NAMESPACES, AUTHORIZATION_POLICIES],
+            Duration::from_secs(10),
+        )
+        .await;
+    setup
+        .cluster
+        .wait_for(
+            Duration::from_secs(10),
+            "the PeerAuthentications listed",
+            |seen| {
+                seen.iter()
+                    .any(|s| s.is_list() && s.path() == PEER_AUTHENTICATIONS)
+                    .then_some(())
+            },
+        )
+        .await;
+    let early = tokio::time::timeout(
+        Duration::from_millis(300),
+        setup.ready.wait_for(|ready| *ready),
+    )
+    .await
+    .is_ok();
+    assert!(!early, "ready before the PeerAuthentications were listed");
+    setup.cluster.release_lists(PEER_AUTHENTICATIONS);
     setup.wait_ready().await;
     let (annotations, _) = setup.annotations("strict", json!({})).await;
     assert_eq!(annotations, json!({KEPT: "25,587"}));

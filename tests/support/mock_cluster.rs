@@ -1,27 +1,45 @@
 //! A small Kubernetes API server, behind kube's mocked service (tower-test) or on a loopback
-//! HTTP port, that keeps collections of objects and answers as kube-apiserver does:
+//! HTTP port, that keeps collections of objects of the kinds in [`KINDS`] (core v1 Services,
+//! Pods and Namespaces, EndpointSlices, Istio DestinationRules, PeerAuthentications and
+//! AuthorizationPolicies, Gateway API Gateways) and answers as kube-apiserver does:
 //!
-//! - a LIST returns the collection (filtered by an equality `labelSelector`) with the current
-//!   resourceVersion; `Accept: ...;as=PartialObjectMetadata` gets `PartialObjectMetadataList`;
-//! - a WATCH from resourceVersion `rv` gets the events after `rv` that concern its selector, one
-//!   JSON object per line; an object that starts matching the selector is `ADDED`, one that
-//!   stops is `DELETED` (k8s.io/apiserver pkg/storage/cacher/cache_watcher.go,
-//!   `convertToWatchEvent`). Over HTTP the answer is HTTP 200 at once and a chunked body that
-//!   stays open; kube's mocked service cannot stream a body, so there the answer waits for the
-//!   first events and ends after them, as a watch reaching its timeout does;
+//! - discovery: `/version`, `/api`, `/apis` and an `APIResourceList` for each group version
+//!   ([`kinds`]); any other group version is a 404 `Status`;
+//! - a LIST of a collection, across all namespaces or in one, returns the objects (filtered by
+//!   an equality `labelSelector`) with the resourceVersion it was read at; `Accept:
+//!   ...;as=PartialObjectMetadata` gets `PartialObjectMetadataList`. With `limit` it comes in
+//!   pages: `continue` reads the next page at the first page's resourceVersion, and after a
+//!   compaction is answered 410 `Expired` with a token for the rest at the latest version
+//!   (k8s.io/apiserver pkg/storage/etcd3/store.go, `store.GetList`; errors.go,
+//!   `handleCompactedErrorForPaging`; see [`pages`]). A first page always reads the latest:
+//!   the list's own `resourceVersion` and `resourceVersionMatch` are not looked at;
+//! - a WATCH from resourceVersion `rv` gets the events after `rv` that concern its selector
+//!   (and namespace), one JSON object per line; an object that starts matching the selector is
+//!   `ADDED`, one that stops or is deleted is `DELETED` (k8s.io/apiserver
+//!   pkg/storage/cacher/cache_watcher.go, `convertToWatchEvent`). Over HTTP the answer is HTTP
+//!   200 at once and a chunked body that stays open; kube's mocked service cannot stream a
+//!   body, so there the answer waits for the first events and ends after them, as a watch
+//!   reaching its timeout does;
 //! - a WATCH from a resourceVersion older than the last compaction gets HTTP 200 and one
 //!   `ERROR` event whose object is a `Status` with code 410, reason `Expired`, and the stream
 //!   ends (cacher.go, `Cacher.Watch` → `newErrWatcher` for `getAllEventsSinceLocked`'s "too old
 //!   resource version");
 //! - server-side apply (PATCH, `application/apply-patch+yaml`) stores the object and tells the
-//!   watches; DELETE removes it; Events are accepted; discovery serves `networking.istio.io/v1`;
-//!   anything else is a 404 `Status`.
+//!   watches; DELETE removes it; Events are accepted; anything else is a 404 `Status`.
 //!
-//! Every request is recorded with the instant it arrived. Lists of a path can be stalled (never
-//! answered, as a slow list in a large cluster) or forbidden (403, as without RBAC).
+//! The test writes and deletes objects as someone else would ([`MockCluster::put`],
+//! [`MockCluster::delete`]). Every request is recorded with the instant it arrived. Lists of a
+//! collection can be stalled (not answered until released, as a slow list in a large cluster)
+//! or forbidden (403, as without RBAC).
 #![allow(dead_code)]
 
+#[path = "mock_cluster/kinds.rs"]
+pub mod kinds;
+#[path = "mock_cluster/pages.rs"]
+pub mod pages;
+
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +54,13 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower_test::mock::Handle;
+
+// Each test crate uses some of them.
+#[allow(unused_imports)]
+pub use kinds::{
+    AUTHORIZATION_POLICIES, GATEWAYS, KINDS, Kind, NAMESPACES, PEER_AUTHENTICATIONS, PODS, RULES,
+    SERVICES, SLICES,
+};
 
 pub type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
@@ -84,21 +109,6 @@ impl WatchSink {
     }
 }
 
-pub const SERVICES: &str = "/api/v1/services";
-pub const PODS: &str = "/api/v1/pods";
-pub const NAMESPACES: &str = "/api/v1/namespaces";
-pub const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
-pub const RULES: &str = "/apis/networking.istio.io/v1/destinationrules";
-
-/// (collection path, list kind, apiVersion) of every kind served.
-const KINDS: [(&str, &str, &str); 5] = [
-    (SERVICES, "ServiceList", "v1"),
-    (PODS, "PodList", "v1"),
-    (NAMESPACES, "NamespaceList", "v1"),
-    (SLICES, "EndpointSliceList", "discovery.k8s.io/v1"),
-    (RULES, "DestinationRuleList", "networking.istio.io/v1"),
-];
-
 /// One request as the API server saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -129,12 +139,15 @@ impl Seen {
 struct Change {
     resource_version: u64,
     path: &'static str,
+    key: String,
     old: Option<Value>,
     new: Option<Value>,
 }
 
 struct HeldWatch {
+    /// The kind's collection across all namespaces, also for a watch in one namespace.
     path: &'static str,
+    namespace: Option<String>,
     from: u64,
     selector: Vec<(String, String)>,
     metadata_only: bool,
@@ -152,11 +165,12 @@ struct State {
     changes: Vec<Change>,
     held: Vec<HeldWatch>,
     seen: Vec<Seen>,
-    /// Lists of these paths are never answered.
+    /// Lists of these paths are not answered until released.
     stalled: Vec<&'static str>,
     /// Lists of these paths are forbidden (403), as without RBAC for them.
     forbidden: Vec<&'static str>,
-    never_answered: Vec<Responder>,
+    /// Stalled lists: the index of the request in `seen`, and where its answer goes.
+    unanswered: Vec<(usize, Responder)>,
 }
 
 /// The running mock API server; stops when dropped.
@@ -164,6 +178,8 @@ pub struct MockCluster {
     state: Arc<Mutex<State>>,
     activity: Arc<Notify>,
     task: JoinHandle<()>,
+    /// The server's URL, when served over HTTP.
+    url: Option<String>,
 }
 
 impl Drop for MockCluster {
@@ -211,6 +227,7 @@ impl MockCluster {
             state,
             activity,
             task,
+            url: None,
         }
     }
 
@@ -254,6 +271,7 @@ impl MockCluster {
                 state,
                 activity,
                 task,
+                url: Some(url.clone()),
             },
             url,
         )
@@ -271,9 +289,15 @@ impl MockCluster {
         (Arc::new(Mutex::new(state)), Arc::new(Notify::new()))
     }
 
-    /// From now on, lists of `path` are never answered.
+    /// From now on, lists of `path` are never answered (until [`MockCluster::release_lists`]).
     pub fn stall_lists(&self, path: &'static str) {
         self.state.lock().unwrap().stalled.push(path);
+    }
+
+    /// Lists of `path` are answered again, the stalled ones at once with what is stored now.
+    pub fn release_lists(&self, path: &str) {
+        self.state.lock().unwrap().release(path);
+        self.activity.notify_waiters();
     }
 
     /// From now on, lists of `path` are answered 403 Forbidden.
@@ -285,6 +309,37 @@ impl MockCluster {
     pub fn put(&self, object: Value) {
         self.state.lock().unwrap().store(object);
         self.activity.notify_waiters();
+    }
+
+    /// Deletes the stored object of `object`'s kind, namespace and name, as someone else would;
+    /// watches get it `DELETED`.
+    pub fn delete(&self, object: &Value) {
+        let path = kinds::kind_of(object).path;
+        let key = key_of(object);
+        let removed = self.state.lock().unwrap().remove(path, &key);
+        assert!(
+            removed.is_some(),
+            "the mock cluster holds no {key} in {path}"
+        );
+        self.activity.notify_waiters();
+    }
+
+    /// Writes `dir/kubeconfig` for this server over HTTP: context `stub`, a token user.
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let url = self
+            .url
+            .as_deref()
+            .expect("a kubeconfig is for a cluster served over HTTP (serve_http)");
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: stub\nclusters:\n- name: stub\n  cluster:\n    server: {url}\n\
+                 users:\n- name: tester\n  user:\n    token: test-token\ncontexts:\n- name: stub\n  context: {{cluster: stub, user: tester}}\n"
+            ),
+        )
+        .unwrap();
+        path
     }
 
     /// Ends every open watch (as its `timeoutSeconds` does) and compacts: a watch resumed from
@@ -363,7 +418,7 @@ impl MockCluster {
 
 impl State {
     fn store(&mut self, mut object: Value) {
-        let path = collection_of(&object);
+        let path = kinds::kind_of(&object).path;
         self.resource_version += 1;
         object["metadata"]["resourceVersion"] = json!(self.resource_version.to_string());
         let key = key_of(&object);
@@ -371,29 +426,35 @@ impl State {
             .objects
             .entry(path)
             .or_default()
-            .insert(key, object.clone());
-        self.record(path, old, Some(object));
+            .insert(key.clone(), object.clone());
+        self.record(path, key, old, Some(object));
     }
 
+    /// Removes the object at `key` of `path`; the change keeps it as it was stored.
     fn remove(&mut self, path: &'static str, key: &str) -> Option<Value> {
-        let mut old = self.objects.entry(path).or_default().remove(key)?;
+        let old = self.objects.entry(path).or_default().remove(key)?;
         self.resource_version += 1;
-        old["metadata"]["resourceVersion"] = json!(self.resource_version.to_string());
-        self.record(path, Some(old.clone()), None);
+        self.record(path, key.to_string(), Some(old.clone()), None);
         Some(old)
     }
 
-    fn record(&mut self, path: &'static str, old: Option<Value>, new: Option<Value>) {
+    fn record(&mut self, path: &'static str, key: String, old: Option<Value>, new: Option<Value>) {
         self.changes.push(Change {
             resource_version: self.resource_version,
             path,
+            key,
             old,
             new,
         });
         let held = std::mem::take(&mut self.held);
         for mut watch in held {
-            let events =
-                self.events_for(watch.path, watch.from, &watch.selector, watch.metadata_only);
+            let events = self.events_for(
+                watch.path,
+                watch.namespace.as_deref(),
+                watch.from,
+                &watch.selector,
+                watch.metadata_only,
+            );
             if events.is_empty() {
                 self.held.push(watch);
             } else if let Some(sink) = watch.sink.deliver(events) {
@@ -404,10 +465,12 @@ impl State {
         }
     }
 
-    /// The watch events after `from` for a watch of `path` with `selector`.
+    /// The watch events after `from` for a watch of `path` (in `namespace`, if one) with
+    /// `selector`.
     fn events_for(
         &self,
         path: &str,
+        namespace: Option<&str>,
         from: u64,
         selector: &[(String, String)],
         metadata_only: bool,
@@ -415,7 +478,7 @@ impl State {
         let passes = |object: &Option<Value>| {
             object
                 .as_ref()
-                .is_some_and(|o| matches_selector(o, selector))
+                .is_some_and(|o| in_namespace(o, namespace) && matches_selector(o, selector))
         };
         self.changes
             .iter()
@@ -441,156 +504,256 @@ impl State {
             .collect()
     }
 
+    /// Records `seen` and answers it (or keeps it, for a watch or a stalled list).
     fn answer(&mut self, seen: Seen, send: Responder) {
-        let query = query_of(&seen.uri);
         let path = seen.path().to_string();
-        let metadata_only = seen.accept.contains("as=PartialObjectMetadata");
-        self.seen.push(seen.clone());
-        if seen.method == "GET"
-            && let Some(&(collection, list_kind, api_version)) = KINDS.iter().find(|k| k.0 == path)
-        {
-            let selector = parse_selector(query.get("labelSelector").map(String::as_str));
-            if query.get("watch").map(String::as_str) == Some("true") {
-                let from: u64 = query
-                    .get("resourceVersion")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                if from < self.compacted {
-                    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                        "status": "Failure", "reason": "Expired", "code": 410,
-                        "message": format!("too old resource version: {from} ({})", self.compacted)});
-                    // The one event, then the stream ends.
-                    let error = vec![json!({"type": "ERROR", "object": status})];
-                    let _ = send.send(watch_reply(error));
-                    return;
-                }
-                let sink = if self.streaming {
-                    let (chunks, body) = mpsc::unbounded_channel();
-                    let _ = send.send(Reply {
-                        status: 200,
-                        body: ReplyBody::Stream(body),
-                    });
-                    WatchSink::Stream(chunks)
+        let method = seen.method.clone();
+        self.seen.push(seen);
+        let index = self.seen.len() - 1;
+        if method == "GET" {
+            if let Some((kind, namespace)) = kinds::collection(&path) {
+                let query = query_of(&self.seen[index].uri);
+                if query.get("watch").map(String::as_str) == Some("true") {
+                    self.watch(index, kind, namespace, &query, send);
+                } else if self.stalled.contains(&kind.path) {
+                    self.unanswered.push((index, send));
                 } else {
-                    WatchSink::Once(send)
-                };
-                let events = self.events_for(collection, from, &selector, metadata_only);
-                let sink = if events.is_empty() {
-                    Some(sink)
-                } else {
-                    sink.deliver(events)
-                };
-                if let Some(sink) = sink {
-                    self.held.push(HeldWatch {
-                        path: collection,
-                        from: self.resource_version,
-                        selector,
-                        metadata_only,
-                        sink,
-                    });
+                    let _ = send.send(self.list(index));
                 }
                 return;
             }
-            if self.stalled.contains(&collection) {
-                self.never_answered.push(send);
+            if let Some(document) = kinds::discovery(&path) {
+                let _ = send.send(json_reply(200, &document));
                 return;
             }
-            if self.forbidden.contains(&collection) {
-                let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                    "status": "Failure", "reason": "Forbidden", "code": 403,
-                    "message": format!("{collection} is forbidden")});
-                let _ = send.send(json_reply(403, &status));
-                return;
-            }
-            let items: Vec<Value> = self
-                .objects
-                .get(collection)
-                .into_iter()
-                .flat_map(|objects| objects.values())
-                .filter(|o| matches_selector(o, &selector))
-                .map(|o| if metadata_only { partial(o) } else { o.clone() })
-                .collect();
-            let (list_kind, api_version) = if metadata_only {
-                ("PartialObjectMetadataList", "meta.k8s.io/v1")
-            } else {
-                (list_kind, api_version)
-            };
-            let version = self.resource_version.to_string();
-            if let Some(seen) = self.seen.last_mut() {
-                seen.answered_version = Some(version.clone());
-            }
-            let list = json!({"kind": list_kind, "apiVersion": api_version,
-                "metadata": {"resourceVersion": version}, "items": items});
-            let _ = send.send(json_reply(200, &list));
+        }
+        if let Some((kind, namespace, name)) = kinds::object(&path) {
+            let _ = send.send(self.write(index, kind, &namespace, &name));
             return;
         }
-        if let Some((collection, namespace, name)) = object_of(&path) {
-            match seen.method.as_str() {
-                "PATCH" if seen.content_type == "application/apply-patch+yaml" => {
-                    let mut object = seen.body.clone();
-                    let key = format!("{namespace}/{name}");
-                    let uid = self
-                        .objects
-                        .get(collection)
-                        .and_then(|o| o.get(&key))
-                        .map(|o| o["metadata"]["uid"].clone())
-                        .unwrap_or_else(|| json!(format!("uid-{name}")));
-                    object["metadata"]["uid"] = uid;
-                    self.store(object);
-                    let stored = self.objects[collection][&key].clone();
-                    let _ = send.send(json_reply(200, &stored));
-                }
-                "DELETE" => match self.remove(collection, &format!("{namespace}/{name}")) {
-                    Some(_) => {
-                        let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                            "status": "Success"});
-                        let _ = send.send(json_reply(200, &status));
-                    }
-                    None => {
-                        let _ = send.send(not_found(&path));
-                    }
-                },
-                _ => {
-                    let _ = send.send(not_found(&path));
-                }
-            }
-            return;
-        }
-        if seen.method == "GET" && path == "/apis/networking.istio.io/v1" {
-            let resources = json!({"kind": "APIResourceList", "apiVersion": "v1",
-                "groupVersion": "networking.istio.io/v1", "resources": [{"name": "destinationrules",
-                "singularName": "destinationrule", "namespaced": true, "kind": "DestinationRule",
-                "verbs": ["get", "list", "watch", "create", "patch", "delete"]}]});
-            let _ = send.send(json_reply(200, &resources));
-            return;
-        }
-        if seen.method == "POST" && path.starts_with("/apis/events.k8s.io/v1/") {
-            let _ = send.send(json_reply(201, &seen.body));
+        if method == "POST" && path.starts_with("/apis/events.k8s.io/v1/") {
+            let _ = send.send(json_reply(201, &self.seen[index].body));
             return;
         }
         let _ = send.send(not_found(&path));
     }
-}
 
-/// `/apis/<g>/<v>/namespaces/<ns>/<resource>/<name>` → (collection, namespace, name).
-fn object_of(path: &str) -> Option<(&'static str, String, String)> {
-    let (prefix, name) = path.rsplit_once('/')?;
-    let (prefix, resource) = prefix.rsplit_once('/')?;
-    let (prefix, namespace) = prefix.rsplit_once('/')?;
-    let prefix = prefix.strip_suffix("/namespaces")?;
-    let collection = format!("{prefix}/{resource}");
-    let &(collection, ..) = KINDS.iter().find(|k| k.0 == collection)?;
-    Some((collection, namespace.to_string(), name.to_string()))
-}
+    /// Opens the watch `self.seen[index]` of `kind` (in `namespace`, if one).
+    fn watch(
+        &mut self,
+        index: usize,
+        kind: &'static Kind,
+        namespace: Option<String>,
+        query: &BTreeMap<String, String>,
+        send: Responder,
+    ) {
+        let metadata_only = self.seen[index].accept.contains("as=PartialObjectMetadata");
+        let selector = parse_selector(query.get("labelSelector").map(String::as_str));
+        let from: u64 = query
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if from < self.compacted {
+            let message = format!("too old resource version: {from} ({})", self.compacted);
+            // The one event, then the stream ends.
+            let error = vec![json!({"type": "ERROR", "object": status(410, "Expired", &message)})];
+            let _ = send.send(watch_reply(error));
+            return;
+        }
+        let sink = if self.streaming {
+            let (chunks, body) = mpsc::unbounded_channel();
+            let _ = send.send(Reply {
+                status: 200,
+                body: ReplyBody::Stream(body),
+            });
+            WatchSink::Stream(chunks)
+        } else {
+            WatchSink::Once(send)
+        };
+        let events = self.events_for(
+            kind.path,
+            namespace.as_deref(),
+            from,
+            &selector,
+            metadata_only,
+        );
+        let sink = if events.is_empty() {
+            Some(sink)
+        } else {
+            sink.deliver(events)
+        };
+        if let Some(sink) = sink {
+            self.held.push(HeldWatch {
+                path: kind.path,
+                namespace,
+                from: self.resource_version,
+                selector,
+                metadata_only,
+                sink,
+            });
+        }
+    }
 
-fn collection_of(object: &Value) -> &'static str {
-    let api_version = object["apiVersion"].as_str().unwrap_or_default();
-    let list_kind = format!("{}List", object["kind"].as_str().unwrap_or_default());
-    KINDS
-        .iter()
-        .find(|k| k.1 == list_kind && k.2 == api_version)
-        .unwrap_or_else(|| panic!("the mock cluster does not serve {api_version} {list_kind}"))
-        .0
+    /// The answer to the list `self.seen[index]`: a page of the collection as it was at the
+    /// resourceVersion the list reads (the latest, or the first page's for a `continue`).
+    fn list(&mut self, index: usize) -> Reply {
+        let seen = &self.seen[index];
+        let path = seen.path().to_string();
+        let Some((kind, namespace)) = kinds::collection(&path) else {
+            return not_found(&path);
+        };
+        if self.forbidden.contains(&kind.path) {
+            let message = format!("{} is forbidden", kind.path);
+            return json_reply(403, &status(403, "Forbidden", &message));
+        }
+        let query = query_of(&seen.uri);
+        let metadata_only = seen.accept.contains("as=PartialObjectMetadata");
+        let selector = parse_selector(query.get("labelSelector").map(String::as_str));
+        let limit = query
+            .get("limit")
+            .and_then(|l| l.parse::<usize>().ok())
+            .filter(|&l| l > 0);
+        let (at, start) = match query.get("continue") {
+            None => (self.resource_version, String::new()),
+            Some(_) if query.get("resourceVersion").is_some_and(|v| v != "0") => {
+                return bad_request(
+                    "specifying resource version is not allowed when using continue",
+                );
+            }
+            Some(token) => match pages::decode_continue(token) {
+                Err(why) => return bad_request(&format!("invalid continue token: {why}")),
+                // A negative resourceVersion (-1): the rest at the latest.
+                Ok(token) if token.resource_version < 0 => (self.resource_version, token.start),
+                Ok(token) if (token.resource_version as u64) < self.compacted => {
+                    let mut expired = status(410, "Expired", INCONSISTENT_CONTINUE);
+                    expired["metadata"]["continue"] =
+                        json!(pages::encode_continue(-1, &token.start));
+                    return json_reply(410, &expired);
+                }
+                Ok(token) => (token.resource_version as u64, token.start),
+            },
+        };
+        let prefix = namespace.map(|ns| format!("{ns}/")).unwrap_or_default();
+        let from = start.as_str().max(prefix.as_str());
+        let snapshot = self.snapshot(kind.path, at);
+        let page = pages::page(
+            snapshot
+                .range::<str, _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded))
+                .take_while(|(key, _)| key.starts_with(&prefix))
+                .map(|(key, object)| (*key, *object)),
+            limit,
+            |object| matches_selector(object, &selector),
+        );
+        let items: Vec<Value> = page
+            .items
+            .iter()
+            .map(|o| {
+                if metadata_only {
+                    partial(o)
+                } else {
+                    (*o).clone()
+                }
+            })
+            .collect();
+        let version = at.to_string();
+        let mut metadata = json!({"resourceVersion": version});
+        if let Some(next) = &page.next {
+            metadata["continue"] = json!(pages::encode_continue(at as i64, next));
+            // Counted only without a selector, as `GetList` does.
+            if selector.is_empty() {
+                metadata["remainingItemCount"] = json!(page.remaining);
+            }
+        }
+        let (list_kind, api_version) = if metadata_only {
+            ("PartialObjectMetadataList".to_string(), "meta.k8s.io/v1")
+        } else {
+            (kind.list_kind(), kind.api_version)
+        };
+        self.seen[index].answered_version = Some(version);
+        json_reply(
+            200,
+            &json!({"kind": list_kind, "apiVersion": api_version, "metadata": metadata,
+                "items": items}),
+        )
+    }
+
+    /// The collection at `path` as it was at resourceVersion `at`: what is stored now, with the
+    /// changes since undone.
+    fn snapshot(&self, path: &str, at: u64) -> BTreeMap<&str, &Value> {
+        let mut objects: BTreeMap<&str, &Value> = self
+            .objects
+            .get(path)
+            .into_iter()
+            .flatten()
+            .map(|(key, object)| (key.as_str(), object))
+            .collect();
+        let since = self
+            .changes
+            .iter()
+            .rev()
+            .take_while(|c| c.resource_version > at)
+            .filter(|c| c.path == path);
+        for change in since {
+            match &change.old {
+                Some(old) => objects.insert(&change.key, old),
+                None => objects.remove(change.key.as_str()),
+            };
+        }
+        objects
+    }
+
+    /// Server-side apply or delete of `kind`'s object `name` (in `namespace`).
+    fn write(&mut self, index: usize, kind: &'static Kind, namespace: &str, name: &str) -> Reply {
+        let seen = &self.seen[index];
+        let path = seen.path().to_string();
+        let key = format!("{namespace}/{name}");
+        match seen.method.as_str() {
+            "PATCH" if seen.content_type == "application/apply-patch+yaml" => {
+                let mut object = seen.body.clone();
+                if (object["apiVersion"].as_str(), object["kind"].as_str())
+                    != (Some(kind.api_version), Some(kind.kind))
+                {
+                    let message = format!("the object is not a {} {}", kind.api_version, kind.kind);
+                    return bad_request(&message);
+                }
+                if kind.namespaced && object["metadata"]["namespace"].is_null() {
+                    object["metadata"]["namespace"] = json!(namespace);
+                }
+                let uid = self
+                    .objects
+                    .get(kind.path)
+                    .and_then(|o| o.get(&key))
+                    .map(|o| o["metadata"]["uid"].clone())
+                    .unwrap_or_else(|| json!(format!("uid-{name}")));
+                object["metadata"]["uid"] = uid;
+                self.store(object);
+                json_reply(200, &self.objects[kind.path][&key])
+            }
+            "DELETE" => match self.remove(kind.path, &key) {
+                Some(_) => json_reply(
+                    200,
+                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Success"}),
+                ),
+                None => not_found(&path),
+            },
+            _ => not_found(&path),
+        }
+    }
+
+    /// Answers the stalled lists of `path` and stops stalling them.
+    fn release(&mut self, path: &str) {
+        self.stalled.retain(|stalled| *stalled != path);
+        let (released, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unanswered)
+            .into_iter()
+            .partition(|(index, _)| {
+                kinds::collection(self.seen[*index].path()).is_some_and(|(k, _)| k.path == path)
+            });
+        self.unanswered = still;
+        for (index, send) in released {
+            let _ = send.send(self.list(index));
+        }
+    }
 }
 
 fn key_of(object: &Value) -> String {
@@ -600,6 +763,24 @@ fn key_of(object: &Value) -> String {
         meta["namespace"].as_str().unwrap_or_default(),
         meta["name"].as_str().unwrap_or_default()
     )
+}
+
+/// A new object of the kind whose collection is `path`: its `apiVersion`, `kind`, and metadata
+/// with `name` and, for a namespaced kind, `namespace`.
+pub fn new_object(path: &str, namespace: Option<&str>, name: &str) -> Value {
+    let kind = kinds::kind_at(path).unwrap_or_else(|| panic!("the mock cluster serves no {path}"));
+    assert_eq!(
+        namespace.is_some(),
+        kind.namespaced,
+        "{} is namespaced: {}",
+        kind.kind,
+        kind.namespaced
+    );
+    let mut metadata = json!({"name": name});
+    if let Some(namespace) = namespace {
+        metadata["namespace"] = json!(namespace);
+    }
+    json!({"apiVersion": kind.api_version, "kind": kind.kind, "metadata": metadata})
 }
 
 /// The object as a metadata-only request gets it.
@@ -621,6 +802,10 @@ fn parse_selector(selector: Option<&str>) -> Vec<(String, String)> {
             (key.to_string(), value.to_string())
         })
         .collect()
+}
+
+fn in_namespace(object: &Value, namespace: Option<&str>) -> bool {
+    namespace.is_none_or(|ns| object["metadata"]["namespace"] == ns)
 }
 
 fn matches_selector(object: &Value, selector: &[(String, String)]) -> bool {
@@ -714,10 +899,23 @@ fn json_reply(status: u16, body: &Value) -> Reply {
     }
 }
 
-fn not_found(path: &str) -> Reply {
-    json_reply(
-        404,
-        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "reason": "NotFound", "code": 404, "message": format!("{path} not found")}),
-    )
+/// A failure `Status`, as every API error is.
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "reason": reason, "code": code, "message": message})
 }
+
+fn not_found(path: &str) -> Reply {
+    json_reply(404, &status(404, "NotFound", &format!("{path} not found")))
+}
+
+fn bad_request(message: &str) -> Reply {
+    json_reply(400, &status(400, "BadRequest", message))
+}
+
+/// k8s.io/apiserver pkg/storage/etcd3/errors.go, `inconsistentContinue`.
+const INCONSISTENT_CONTINUE: &str = "The provided continue parameter is too old to display a \
+    consistent list result. You can start a new list without the continue parameter, or use the \
+    continue token in this response to retrieve the remainder of the results. Continuing with \
+    the provided token results in an inconsistent list - objects that were created, modified, \
+    or deleted between the time the first chunk was returned and now may show up in the list.";

@@ -176,6 +176,30 @@ impl Drop for SpawnedServe {
     }
 }
 
+impl SpawnedServe {
+    /// Waits until `/readyz` answers 200, polling every 20 ms for at most `within`.
+    pub fn wait_ready(&self, within: std::time::Duration) {
+        use std::io::{Read, Write};
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)) {
+                let _ = stream
+                    .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut response = String::new();
+                let _ = stream.read_to_string(&mut response);
+                if response.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serve not ready within {within:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -198,9 +222,19 @@ impl SpawnedServe {
         env: &[(&str, &str)],
         stderr: std::process::Stdio,
     ) -> SpawnedServe {
+        Self::start_binary(env!("CARGO_BIN_EXE_serverfirst"), extra_args, env, stderr)
+    }
+
+    /// As [`SpawnedServe::start_with_env`], running `binary` (another build of serverfirst).
+    pub fn start_binary(
+        binary: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        stderr: std::process::Stdio,
+    ) -> SpawnedServe {
         use std::io::BufRead;
         let (webhook, metrics_port) = (free_port(), free_port());
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_serverfirst"))
+        let mut child = std::process::Command::new(binary)
             .args([
                 "serve",
                 "--self-signed",
