@@ -22,7 +22,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::discovery;
-use crate::mesh_state::{MeshObject, MeshState, SharedMeshState};
+use crate::mesh_state::{MeshObject, MeshState, NAMESPACE_LABELS, SharedMeshState};
 use crate::watch::backoff_on_failures;
 
 /// An API the mesh state is read from where the cluster serves it.
@@ -51,12 +51,16 @@ pub const MESH_APIS: [OptionalApi; 2] = [
     },
 ];
 
+/// The objects of one kind, and the API they were read from (list items may come without their
+/// type).
+type Reflected = (ApiResource, Store<DynamicObject>);
+
 /// The stores the state is built from.
 #[derive(Clone)]
 struct Stores {
     namespaces: Store<PartialObjectMeta<Namespace>>,
     /// The objects of [`MESH_APIS`], once their APIs are found.
-    optional: Arc<std::sync::Mutex<Vec<(ApiResource, Store<DynamicObject>)>>>,
+    optional: Arc<std::sync::Mutex<Vec<Reflected>>>,
 }
 
 /// Watches the cluster and keeps `state` current until `shutdown`. `ready` turns true once every
@@ -79,6 +83,9 @@ pub async fn run(
         namespace.metadata.annotations = None;
         namespace.metadata.managed_fields = None;
         namespace.metadata.owner_references = None;
+        if let Some(labels) = namespace.metadata.labels.as_mut() {
+            labels.retain(|key, _| NAMESPACE_LABELS.contains(&key.as_str()));
+        }
     })
     .reflect(writer);
     let stores = Stores {
@@ -120,11 +127,13 @@ pub async fn run(
     tasks.wait().await;
 }
 
-/// Polls a reflected watch stream until `shutdown`, telling `changed` after each event. Errors
-/// are logged and paced by the stream's policy ([`crate::watch`]).
-async fn drain<S, T>(stream: S, changed: Arc<Notify>, shutdown: CancellationToken)
+/// Polls a reflected watch stream until `shutdown`, telling `changed` after each event that
+/// changes the store: a relist replaces it whole at its end (kube-runtime
+/// `Writer::apply_watcher_event`, `InitDone`), so the objects it streams before that change
+/// nothing yet. Errors are logged and paced by the stream's policy ([`crate::watch`]).
+async fn drain<S, K>(stream: S, changed: Arc<Notify>, shutdown: CancellationToken)
 where
-    S: Stream<Item = Result<T, watcher::Error>> + Send,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
 {
     let mut stream = std::pin::pin!(stream);
     loop {
@@ -134,8 +143,8 @@ where
         };
         match next {
             None => return,
+            Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) | Some(Err(_)) => {}
             Some(Ok(_)) => changed.notify_one(),
-            Some(Err(_)) => {}
         }
     }
 }

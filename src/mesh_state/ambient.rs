@@ -21,8 +21,8 @@ const AMBIENT: &str = "ambient";
 const NONE: &str = "none";
 const SIDECAR_STATUS: &str = "sidecar.istio.io/status";
 const INJECT: &str = "sidecar.istio.io/inject";
-const INJECTION: &str = "istio-injection";
-const REVISION: &str = "istio.io/rev";
+pub const INJECTION: &str = "istio-injection";
+pub const REVISION: &str = "istio.io/rev";
 
 /// What the rule reads of a pod.
 pub struct PodFacts<'p> {

@@ -29,6 +29,16 @@ use crate::pod::PodView;
 /// watches the cluster stores a new one.
 pub type SharedMeshState = Arc<ArcSwap<MeshState>>;
 
+/// The namespace labels a decision reads (ambient enrolment, sidecar injection, waypoints); a
+/// namespace's other labels are not kept.
+pub const NAMESPACE_LABELS: [&str; 5] = [
+    ambient::DATAPLANE_MODE,
+    ambient::INJECTION,
+    ambient::REVISION,
+    waypoint::USE_WAYPOINT,
+    waypoint::USE_WAYPOINT_NAMESPACE,
+];
+
 /// Istio's default `meshConfig.rootNamespace`.
 pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
 
@@ -231,7 +241,8 @@ impl MeshState {
         };
         for object in objects {
             match object {
-                MeshObject::Namespace { name, labels } => {
+                MeshObject::Namespace { name, mut labels } => {
+                    labels.retain(|key, _| NAMESPACE_LABELS.contains(&key.as_str()));
                     state.namespaces.insert(name, labels);
                 }
                 MeshObject::PeerAuthentication(policy) => state
