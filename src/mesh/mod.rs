@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::config::{Config, MeshSelection};
 use crate::detect::{Detection, detect, outbound_ports};
-use crate::mesh_state::{Enforcement, MeshState, Waypoint, WaypointFor, waypoint};
+use crate::mesh_state::{Enforcement, Enforcer, MeshState, Waypoint, WaypointFor, waypoint};
 use crate::pod::PodView;
 use crate::ports::{PortSet, by_reason, format_port_list, phrase};
 use istio::mtls::{ExcludeReason, KeepReason, MTLS_KEY, Verdict};
@@ -392,8 +392,10 @@ pub fn decide(pod: &PodView<'_>, namespace: &str, config: &Config, mesh: &MeshSt
         };
     }
     let istio = active.contains(&Mesh::Istio);
+    // Composed once for the pod, read per port.
+    let enforcer = mesh.enforcer(namespace, pod);
     let verdicts = match istio {
-        true => istio_verdicts(pod, namespace, &ports.inbound, config, mesh, &mut warnings),
+        true => istio_verdicts(pod, &ports.inbound, config, &enforcer, &mut warnings),
         false => BTreeMap::new(),
     };
     let kept: PortSet = verdicts
@@ -421,7 +423,7 @@ pub fn decide(pod: &PodView<'_>, namespace: &str, config: &Config, mesh: &MeshSt
         warnings.extend(plan.warnings);
     }
     let exposed = match istio {
-        true => exposed(pod, namespace, &ports.inbound, config, mesh, &mut warnings),
+        true => exposed(pod, &ports.inbound, config, &enforcer, &mut warnings),
         false => BTreeMap::new(),
     };
     if !changes.is_empty() {
@@ -464,7 +466,9 @@ fn ambient_plan(
         // ztunnel src/proxy/outbound.rs, `build_request`): only clients that address the pod
         // itself pass it.
         let whose = match waypoint.waypoint_for {
-            WaypointFor::Workload => " for clients that address the pod itself (a headless Service, a StatefulSet pod's name)",
+            WaypointFor::Workload => {
+                " for clients that address the pod itself (a headless Service, a StatefulSet pod's name)"
+            }
             _ => "",
         };
         warnings.push(format!(
@@ -496,10 +500,9 @@ fn record(pod: &PodView<'_>, key: &str, ports: &PortSet, changes: &mut Vec<Chang
 /// needs about a forced choice.
 fn istio_verdicts(
     pod: &PodView<'_>,
-    namespace: &str,
     inbound: &PortSet,
     config: &Config,
-    mesh: &MeshState,
+    enforcer: &Enforcer<'_>,
     warnings: &mut Vec<String>,
 ) -> BTreeMap<u16, Verdict> {
     let choice = istio::mtls::choice(pod.annotation(MTLS_KEY), config.istio.mtls, warnings);
@@ -508,7 +511,7 @@ fn istio_verdicts(
         .map(|&port| {
             (
                 port,
-                istio::mtls::verdict(choice, mesh, namespace, pod, port),
+                istio::mtls::verdict(choice, enforcer.enforcement(port)),
             )
         })
         .collect();
@@ -550,16 +553,19 @@ fn istio_verdicts(
 /// them; its author's choice stands, and is named.
 fn exposed(
     pod: &PodView<'_>,
-    namespace: &str,
     inbound: &PortSet,
     config: &Config,
-    mesh: &MeshState,
+    enforcer: &Enforcer<'_>,
     warnings: &mut Vec<String>,
 ) -> BTreeMap<u16, Enforcement> {
-    let exposed: BTreeMap<u16, Enforcement> = istio::uncaptured(pod, inbound, &config.istio)
-        .into_iter()
-        .filter_map(|port| Some((port, mesh.enforcement(namespace, pod, port)?)))
+    let mut exposed: BTreeMap<u16, Enforcement> = inbound
+        .iter()
+        .filter_map(|&port| Some((port, enforcer.enforcement(port)?)))
         .collect();
+    // Whether a port is out of capture takes a plan of its own: asked only where it matters.
+    let enforced: PortSet = exposed.keys().copied().collect();
+    let uncaptured = istio::uncaptured(pod, &enforced, &config.istio);
+    exposed.retain(|port, _| uncaptured.contains(port));
     for (enforcement, ports) in by_reason(exposed.iter().map(|(&port, e)| (port, e))) {
         warnings.push(format!(
             "{} already excluded from capture by the pod although the mesh enforces identity there ({enforcement}): {} mTLS and AuthorizationPolicy",

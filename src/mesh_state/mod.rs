@@ -313,6 +313,24 @@ impl MeshState {
         self.namespaces.get(namespace)
     }
 
+    /// What the mesh enforces on a workload with `labels` in `namespace`: its PeerAuthentications
+    /// composed and its AuthorizationPolicies looked up once, read per port.
+    pub fn enforcer(&self, namespace: &str, labels: &dyn LabelLookup) -> Enforcer<'_> {
+        // Each level is read from one namespace's list, which is oldest first: no merge needed.
+        let of = |ns: &str| self.peer_authentications.get(ns).into_iter().flatten();
+        let root = (namespace != self.root_namespace).then(|| of(&self.root_namespace));
+        let policies = of(namespace).chain(root.into_iter().flatten());
+        Enforcer {
+            peer_authentication: peer_authentication::compose(
+                &self.root_namespace,
+                namespace,
+                labels,
+                policies,
+            ),
+            authorization: self.enforcing_authorization(namespace, labels),
+        }
+    }
+
     /// The PeerAuthentication mode Istio's sidecar enforces on container `port` of a workload.
     pub fn effective_mtls(
         &self,
@@ -320,11 +338,9 @@ impl MeshState {
         labels: &dyn LabelLookup,
         port: u16,
     ) -> EffectiveMtls {
-        // Each level is read from one namespace's list, which is oldest first: no merge needed.
-        let of = |ns: &str| self.peer_authentications.get(ns).into_iter().flatten();
-        let root = (namespace != self.root_namespace).then(|| of(&self.root_namespace));
-        let policies = of(namespace).chain(root.into_iter().flatten());
-        peer_authentication::effective(&self.root_namespace, namespace, labels, port, policies)
+        self.enforcer(namespace, labels)
+            .peer_authentication
+            .mode_for(port)
     }
 
     /// The first enforcing AuthorizationPolicy that attaches to the workload's sidecar: its own
@@ -342,19 +358,32 @@ impl MeshState {
             .map(|p| &p.policy)
     }
 
-    /// Why the mesh enforces identity on container `port` of a workload, if it does: STRICT
-    /// mTLS first, else an AuthorizationPolicy on its sidecar.
+    /// Why the mesh enforces identity on container `port` of a workload, if it does.
     pub fn enforcement(
         &self,
         namespace: &str,
         labels: &dyn LabelLookup,
         port: u16,
     ) -> Option<Enforcement> {
-        let mtls = self.effective_mtls(namespace, labels, port);
-        if let (MtlsMode::Strict, Some(source)) = (mtls.mode, mtls.source) {
-            return Some(Enforcement::Strict(source));
+        self.enforcer(namespace, labels).enforcement(port)
+    }
+}
+
+/// The mesh's policies on one workload ([`MeshState::enforcer`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Enforcer<'m> {
+    peer_authentication: peer_authentication::Composed<'m>,
+    authorization: Option<&'m PolicyRef>,
+}
+
+impl Enforcer<'_> {
+    /// Why the mesh enforces identity on container `port`, if it does: STRICT mTLS first, else
+    /// an AuthorizationPolicy on the workload's sidecar.
+    pub fn enforcement(&self, port: u16) -> Option<Enforcement> {
+        if let (MtlsMode::Strict, Some(source)) = self.peer_authentication.decide(port) {
+            return Some(Enforcement::Strict(source.clone()));
         }
-        self.enforcing_authorization(namespace, labels)
+        self.authorization
             .map(|policy| Enforcement::Authorization(policy.clone()))
     }
 }

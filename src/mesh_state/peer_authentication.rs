@@ -137,21 +137,24 @@ pub struct EffectiveMtls {
     pub source: Option<PolicyRef>,
 }
 
-/// Composes the policies that apply to a workload in `namespace` with `labels`, and reads the
-/// mode for container `port`. `policies` are those of the workload's namespace and of the root
-/// namespace, oldest first.
-pub fn effective<'p>(
+/// The policies that apply to one workload, one per level (`ComposePeerAuthentication`'s
+/// `meshCfg`, `namespaceCfg`, `workloadCfg`): composed once, read per port.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Composed<'p> {
+    mesh: Option<&'p PeerAuthentication>,
+    namespace: Option<&'p PeerAuthentication>,
+    workload: Option<&'p PeerAuthentication>,
+}
+
+/// Picks the policies that apply to a workload in `namespace` with `labels`. `policies` are
+/// those of the workload's namespace and of the root namespace, each namespace's oldest first.
+pub fn compose<'p>(
     root_namespace: &str,
     namespace: &str,
     labels: &dyn LabelLookup,
-    port: u16,
     policies: impl IntoIterator<Item = &'p PeerAuthentication>,
-) -> EffectiveMtls {
-    let (mut mesh, mut namespace_level, mut workload): (
-        Option<&PeerAuthentication>,
-        Option<&PeerAuthentication>,
-        Option<&PeerAuthentication>,
-    ) = (None, None, None);
+) -> Composed<'p> {
+    let mut composed = Composed::default();
     // The first of each level wins: the input is oldest first, as `ComposePeerAuthentication`
     // keeps the one created `Before` the others.
     for policy in policies {
@@ -161,42 +164,53 @@ pub fn effective<'p>(
         }
         match &policy.selector {
             None if in_root => {
-                mesh.get_or_insert(policy);
+                composed.mesh.get_or_insert(policy);
             }
             None => {
-                namespace_level.get_or_insert(policy);
+                composed.namespace.get_or_insert(policy);
             }
             // Workload-level policies in the root namespace are ignored.
             Some(_) if in_root => {}
             Some(selector) if super::selects(selector, labels) => {
-                workload.get_or_insert(policy);
+                composed.workload.get_or_insert(policy);
             }
             Some(_) => {}
         }
     }
-    let mut result = EffectiveMtls {
-        mode: MtlsMode::Permissive,
-        source: None,
-    };
-    for level in [mesh, namespace_level, workload].into_iter().flatten() {
-        if let Some(mode) = level.mode {
-            result = EffectiveMtls {
-                mode,
-                source: Some(level.policy.clone()),
-            };
+    composed
+}
+
+impl Composed<'_> {
+    /// The mode for container `port` (`GetMutualTLSModeForPort`): mesh, then namespace, then
+    /// workload, each unless UNSET; the workload's `portLevelMtls` last, UNSET there inheriting
+    /// the workload's result.
+    pub fn mode_for(&self, port: u16) -> EffectiveMtls {
+        let (mode, decided_by) = self.decide(port);
+        EffectiveMtls {
+            mode,
+            source: decided_by.map(|policy| policy.clone()),
         }
     }
-    // `portLevelMtls` of the workload policy; UNSET there inherits the workload's result.
-    if let Some(policy) = workload
-        && let Some(mode) = policy.port_level.get(&port)
-        && let Some(mode) = mode
-    {
-        result = EffectiveMtls {
-            mode: *mode,
-            source: Some(policy.policy.clone()),
-        };
+
+    /// The mode for `port` and the policy that set it, borrowed: a caller clones only what it
+    /// keeps.
+    pub fn decide(&self, port: u16) -> (MtlsMode, Option<&PolicyRef>) {
+        let mut decided = (MtlsMode::Permissive, None);
+        for level in [self.mesh, self.namespace, self.workload]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(mode) = level.mode {
+                decided = (mode, Some(&level.policy));
+            }
+        }
+        if let Some(policy) = self.workload
+            && let Some(Some(mode)) = policy.port_level.get(&port)
+        {
+            decided = (*mode, Some(&policy.policy));
+        }
+        decided
     }
-    result
 }
 
 #[cfg(test)]
@@ -231,7 +245,9 @@ mod tests {
     fn composed(mut policies: Vec<PeerAuthentication>, port: u16) -> MtlsMode {
         policies.sort_by(|a, b| a.age_order().cmp(&b.age_order()));
         let labels: Selector = [("app".to_string(), "foo".to_string())].into();
-        effective(ROOT, "my-ns", &labels, port, &policies).mode
+        compose(ROOT, "my-ns", &labels, &policies)
+            .mode_for(port)
+            .mode
     }
 
     /// The cases of istio/istio `pilot/pkg/security/authn/policy_applier_test.go`
@@ -398,7 +414,7 @@ mod tests {
             ),
         ];
         let labels: Selector = [("app".to_string(), "foo".to_string())].into();
-        let at = |port| effective(ROOT, "my-ns", &labels, port, &policies);
+        let at = |port| compose(ROOT, "my-ns", &labels, &policies).mode_for(port);
         assert_eq!(
             at(587),
             EffectiveMtls {
@@ -414,7 +430,7 @@ mod tests {
             }
         );
         // Other namespaces' policies do not count.
-        let other = effective(ROOT, "web", &labels, 587, &policies);
+        let other = compose(ROOT, "web", &labels, &policies).mode_for(587);
         assert_eq!(other.source, Some(PolicyRef::new(ROOT, "mesh")));
     }
 

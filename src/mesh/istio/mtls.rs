@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::mesh_state::{Enforcement, LabelLookup, MeshState};
+use crate::mesh_state::Enforcement;
 
 /// Pod annotation: `keep`, `exclude` or `auto` (the rule; the default).
 pub const MTLS_KEY: &str = "serverfirst.dev/mtls";
@@ -122,15 +122,8 @@ pub fn choice(
     }
 }
 
-/// Decides container `port` of a workload with `labels` in `namespace`.
-pub fn verdict(
-    (choice, by): (MtlsChoice, Forced),
-    mesh: &MeshState,
-    namespace: &str,
-    labels: &dyn LabelLookup,
-    port: u16,
-) -> Verdict {
-    let enforcement = mesh.enforcement(namespace, labels, port);
+/// Decides a port on which the mesh enforces `enforcement` (if anything).
+pub fn verdict((choice, by): (MtlsChoice, Forced), enforcement: Option<Enforcement>) -> Verdict {
     match (choice, enforcement) {
         (MtlsChoice::Exclude, bypasses) => Verdict::Exclude(ExcludeReason::Forced { by, bypasses }),
         (_, Some(enforcement)) => Verdict::Keep(KeepReason::Enforced(enforcement)),
@@ -142,7 +135,7 @@ pub fn verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mesh_state::{MeshObject, PolicyRef, Selector};
+    use crate::mesh_state::{MeshObject, MeshState, PolicyRef, Selector};
     use serde_json::json;
 
     fn strict_mail() -> MeshState {
@@ -197,14 +190,9 @@ mod tests {
             ),
         ];
         for (choice, namespace, expected) in cases {
+            let enforcement = strict_mail().enforcement(namespace, &labels, 25);
             assert_eq!(
-                verdict(
-                    (choice, Forced::Annotation),
-                    &strict_mail(),
-                    namespace,
-                    &labels,
-                    25
-                ),
+                verdict((choice, Forced::Annotation), enforcement),
                 expected,
                 "{choice:?} in {namespace}"
             );
