@@ -333,6 +333,23 @@ async fn deletes_its_own_rule_when_no_port_is_left_with_preconditions() {
     );
 }
 
+/// A pod recreated under STRICT keeps 25 in the mesh: it records `kept-ports`, no exclusion,
+/// and meshed clients reach it with mTLS again, so the rule that sent them plaintext goes.
+#[tokio::test]
+async fn a_pod_recreated_with_its_port_kept_takes_the_rule_away() {
+    let mut kept = pod("mox-1", None);
+    kept.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("serverfirst.dev/kept-ports".into(), "25".into());
+    let (context, handle, _) = Cluster::new(vec![kept], vec![rule(own_rule(&[25]))]).context();
+    let seen = reconcile(context, handle, 1).await;
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].uri.as_str()),
+        ("DELETE", format!("{RULES_PATH}/mox-serverfirst?").as_str())
+    );
+}
+
 #[tokio::test]
 async fn keeps_its_own_rule_unchanged_when_the_namespace_leaves_the_scope() {
     // The pods still exclude 25 (and now 8080): their meshed clients still need the rule, so it
