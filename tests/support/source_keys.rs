@@ -1,7 +1,7 @@
 //! The annotation and label keys serverfirst's code writes or reads, collected from its source:
 //! every string literal of `src/` outside `#[cfg(test)]` items, tokenised as Rust (so comments,
-//! char literals and test modules never count), and every `serverfirst.dev/…` key the chart and
-//! the install manifests use.
+//! doc comments, char literals and test modules never count), and every `serverfirst.dev/…` key
+//! the chart and the install manifests use.
 
 use std::collections::BTreeSet;
 use std::path::Path;
