@@ -875,7 +875,7 @@ async fn kubectl_plugin_name_kubectl_flags_and_help() {
 /// Peak RSS of `serverfirst audit -A -o FORMAT` over a generated cluster (and a tenth as many
 /// Services in namespaces without pods), by `/usr/bin/time -v`, at a tenth of the pods and at all
 /// of them: flat in cluster size, and (release builds, whose
-/// figures README gives) at most 32 MiB. SERVERFIRST_AUDIT_PODS sets the pod count (default
+/// figures docs/src/audit.md gives) at most 32 MiB. SERVERFIRST_AUDIT_PODS sets the pod count (default
 /// 10,000), SERVERFIRST_AUDIT_BIN another binary to measure, SERVERFIRST_AUDIT_OUTPUTS the
 /// formats (default all four).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,8 @@
 mod common;
 #[path = "support/helm_chart.rs"]
 mod helm_chart;
+#[path = "support/helm_values.rs"]
+mod helm_values;
 #[path = "support/manifest_tools.rs"]
 mod manifest_tools;
 #[path = "support/object_api.rs"]
@@ -29,6 +31,7 @@ use std::path::Path;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use helm_chart::*;
+use helm_values::{FREE_FORM, KeyTree, described_values};
 use manifest_tools::*;
 use object_api::ObjectApi;
 use serde_json::{Value, json};
@@ -111,10 +114,6 @@ fn values_are_the_documented_ones_and_all_in_the_schema() {
     }
 }
 
-/// Values whose keys are the operator's own (resource quantities, the serverfirst configuration,
-/// a LabelSelector): described as a whole, not key by key.
-const FREE_FORM: [&str; 3] = ["resources", "config", "webhook.extraNamespaceSelector"];
-
 /// Dotted names of the values, down to the leaves; free-form maps are leaves.
 fn value_names(prefix: &str, value: &Value, names: &mut Vec<String>) {
     for (key, child) in value.as_object().expect("a mapping") {
@@ -140,16 +139,12 @@ fn every_value_has_a_helm_docs_description_directly_above_it() {
     let keys: KeyTree = serde_saphyr::from_str(&text).expect("values.yaml parses");
     let mut described = Vec::new();
     let mut missing = Vec::new();
-    keys.walk("", &mut |name, key| {
-        let (line, column) = (
-            key.referenced.line() as usize,
-            key.referenced.column() as usize,
-        );
-        match description_above(&lines, line - 1, column - 1) {
-            Ok(description) => described.push(format!("{name}: {description}")),
-            Err(why) => missing.push(format!("{name} (line {line}): {why}")),
+    for value in described_values(&text) {
+        match value.description {
+            Ok(description) => described.push(format!("{}: {description}", value.name)),
+            Err(why) => missing.push(format!("{} (line {}): {why}", value.name, value.line)),
         }
-    });
+    }
     assert!(
         missing.is_empty(),
         "values.yaml: keys without a helm-docs description:\n{}",
@@ -174,113 +169,6 @@ fn every_value_has_a_helm_docs_description_directly_above_it() {
     println!("{} values described:", described.len());
     for line in described {
         println!("  {line}");
-    }
-}
-
-/// The helm-docs description of the key on line `index` (0-based) at `indent`: the comment block
-/// directly above it from its last `# -- ` line, at the key's indentation, in sentences.
-fn description_above(lines: &[&str], index: usize, indent: usize) -> Result<String, String> {
-    let block: Vec<&str> = lines[..index]
-        .iter()
-        .rev()
-        .take_while(|line| line.trim_start().starts_with('#'))
-        .copied()
-        .collect();
-    let start = block
-        .iter()
-        .position(|line| line.trim_start().starts_with("# -- "))
-        .ok_or("no `# -- ` comment on the lines directly above it")?;
-    let mut parts = Vec::new();
-    for line in block[..=start].iter().rev() {
-        if line.len() - line.trim_start().len() != indent {
-            return Err(format!("`{line}` is not at the key's indentation"));
-        }
-        let text = line
-            .trim_start()
-            .trim_start_matches("# --")
-            .trim_start_matches('#');
-        parts.push(text.trim());
-    }
-    let description = parts.join(" ");
-    let sentence = description.starts_with(|c: char| c.is_uppercase() || c == '`')
-        && description.ends_with('.');
-    match sentence {
-        true => Ok(description),
-        false => Err(format!("`{description}` is not written as sentences")),
-    }
-}
-
-/// The keys of a YAML mapping with where each one is, nested mappings under their keys.
-struct KeyTree(Vec<(serde_saphyr::Spanned<String>, KeyTree)>);
-
-impl KeyTree {
-    /// Calls `visit` with the dotted name and the key of every key, without entering
-    /// [`FREE_FORM`] values.
-    fn walk(&self, prefix: &str, visit: &mut impl FnMut(&str, &serde_saphyr::Spanned<String>)) {
-        for (key, children) in &self.0 {
-            let name = format!("{prefix}{}", key.value);
-            visit(&name, key);
-            if !FREE_FORM.contains(&name.as_str()) {
-                children.walk(&format!("{name}."), visit);
-            }
-        }
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for KeyTree {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Keys;
-        impl<'de> serde::de::Visitor<'de> for Keys {
-            type Value = KeyTree;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any YAML value")
-            }
-
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<KeyTree, A::Error> {
-                let mut keys = Vec::new();
-                while let Some(key) = map.next_key()? {
-                    keys.push((key, map.next_value()?));
-                }
-                Ok(KeyTree(keys))
-            }
-
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<KeyTree, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(KeyTree(Vec::new()))
-            }
-
-            fn visit_bool<E>(self, _: bool) -> Result<KeyTree, E> {
-                Ok(KeyTree(Vec::new()))
-            }
-
-            fn visit_i64<E>(self, _: i64) -> Result<KeyTree, E> {
-                Ok(KeyTree(Vec::new()))
-            }
-
-            fn visit_u64<E>(self, _: u64) -> Result<KeyTree, E> {
-                Ok(KeyTree(Vec::new()))
-            }
-
-            fn visit_f64<E>(self, _: f64) -> Result<KeyTree, E> {
-                Ok(KeyTree(Vec::new()))
-            }
-
-            fn visit_str<E>(self, _: &str) -> Result<KeyTree, E> {
-                Ok(KeyTree(Vec::new()))
-            }
-
-            fn visit_unit<E>(self) -> Result<KeyTree, E> {
-                Ok(KeyTree(Vec::new()))
-            }
-        }
-        deserializer.deserialize_any(Keys)
     }
 }
 
