@@ -1,7 +1,8 @@
 //! The pure admission path, without HTTP or TLS: parse → detect → plan → patch → serialise
 //! (`admission::review`), per pod size, with no mesh state and with a large one loaded (10,000
-//! namespaces, 1,000 PeerAuthentications and 1,000 AuthorizationPolicies, none of which select
-//! the pod: the decision still looks them all up). `cargo bench --bench review`.
+//! namespaces, 1,000 PeerAuthentications and 1,000 AuthorizationPolicies, ten of each in the
+//! pod's namespace with selectors that do not match it, so the decision reads them all).
+//! `cargo bench --bench review`.
 
 mod support;
 
