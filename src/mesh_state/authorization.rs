@@ -10,7 +10,7 @@
 use serde::Deserialize;
 
 use super::peer_authentication::RawSelector;
-use super::{LabelLookup, ObjectMeta, PolicyRef, Selector};
+use super::{LabelLookup, PolicyRef, Raw, Selector};
 
 /// `spec.action`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,13 +39,6 @@ pub struct AuthorizationPolicy {
     pub targeted: bool,
 }
 
-#[derive(Deserialize)]
-struct Raw {
-    metadata: ObjectMeta,
-    #[serde(default)]
-    spec: RawSpec,
-}
-
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct RawSpec {
@@ -62,7 +55,7 @@ struct RawSpec {
 impl AuthorizationPolicy {
     /// Reads an AuthorizationPolicy object (JSON as the API serves it).
     pub fn from_value(value: &serde_json::Value) -> Result<AuthorizationPolicy, String> {
-        let raw = Raw::deserialize(value).map_err(|e| e.to_string())?;
+        let raw = Raw::<RawSpec>::read(value)?;
         let action = match raw.spec.action.as_deref().unwrap_or("ALLOW") {
             "ALLOW" => Action::Allow,
             "DENY" => Action::Deny,

@@ -151,6 +151,20 @@ impl ObjectMeta {
     }
 }
 
+/// A mesh-state object as read: its metadata and its spec (`S`, the fields a kind needs).
+#[derive(Deserialize)]
+struct Raw<S> {
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: S,
+}
+
+impl<S: serde::de::DeserializeOwned + Default> Raw<S> {
+    fn read(value: &serde_json::Value) -> Result<Raw<S>, String> {
+        Raw::deserialize(value).map_err(|e| e.to_string())
+    }
+}
+
 /// One object the mesh state is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MeshObject {

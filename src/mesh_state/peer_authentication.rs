@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{LabelLookup, ObjectMeta, PolicyRef, Selector};
+use super::{LabelLookup, PolicyRef, Raw, Selector};
 
 /// `spec.mtls.mode`; `UNSET` (or absent) inherits from the level above.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -58,14 +58,6 @@ pub struct PeerAuthentication {
     pub port_level: BTreeMap<u16, Option<MtlsMode>>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Raw {
-    metadata: ObjectMeta,
-    #[serde(default)]
-    spec: RawSpec,
-}
-
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct RawSpec {
@@ -101,7 +93,7 @@ struct RawMtls {
 impl PeerAuthentication {
     /// Reads a PeerAuthentication object (JSON as the API serves it).
     pub fn from_value(value: &serde_json::Value) -> Result<PeerAuthentication, String> {
-        let raw = Raw::deserialize(value).map_err(|e| e.to_string())?;
+        let raw = Raw::<RawSpec>::read(value)?;
         let mode = MtlsMode::parse(raw.spec.mtls.as_ref().and_then(|m| m.mode.as_deref()))?;
         let mut port_level = BTreeMap::new();
         for (port, mtls) in raw.spec.port_level_mtls.unwrap_or_default() {

@@ -16,7 +16,7 @@
 
 use serde::Deserialize;
 
-use super::{LabelLookup, ObjectMeta, PolicyRef};
+use super::{LabelLookup, PolicyRef, Raw};
 
 pub const WAYPOINT_CLASS: &str = "istio-waypoint";
 pub const WAYPOINT_FOR: &str = "istio.io/waypoint-for";
@@ -68,14 +68,6 @@ pub struct Waypoint {
     pub waypoint_for: WaypointFor,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Raw {
-    metadata: ObjectMeta,
-    #[serde(default)]
-    spec: RawSpec,
-}
-
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct RawSpec {
@@ -86,7 +78,7 @@ struct RawSpec {
 impl Waypoint {
     /// Reads a Gateway; `Ok(None)` for one of another class.
     pub fn from_value(value: &serde_json::Value) -> Result<Option<Waypoint>, String> {
-        let raw = Raw::deserialize(value).map_err(|e| e.to_string())?;
+        let raw = Raw::<RawSpec>::read(value)?;
         if raw.spec.gateway_class_name.as_deref() != Some(WAYPOINT_CLASS) {
             return Ok(None);
         }
