@@ -262,14 +262,7 @@ async fn sigterm_exits_0_within_seconds_while_a_cache_cannot_list() {
         .wait_for_watches(&[SERVICES], Duration::from_secs(20))
         .await;
     cluster
-        .wait_for(Duration::from_secs(20), "a second pod list", |seen| {
-            (seen
-                .iter()
-                .filter(|s| s.is_list() && s.path() == PODS)
-                .count()
-                >= 2)
-                .then_some(())
-        })
+        .wait_for_lists(PODS, 2, Duration::from_secs(20))
         .await;
 
     let (code, took) = terminate(&mut child).await;

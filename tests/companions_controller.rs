@@ -870,14 +870,7 @@ async fn shutdown_while_a_cache_cannot_list_stops_at_once() {
         .wait_for_watches(&[SERVICES, SLICES, RULES], Duration::from_secs(10))
         .await;
     cluster
-        .wait_for(Duration::from_secs(10), "a second pod list", |seen| {
-            (seen
-                .iter()
-                .filter(|s| s.is_list() && s.path() == PODS)
-                .count()
-                >= 2)
-                .then_some(())
-        })
+        .wait_for_lists(PODS, 2, Duration::from_secs(10))
         .await;
     let took = stop(run, shutdown).await;
     eprintln!("shutdown with a cache that cannot list: {took:?}");

@@ -4,6 +4,7 @@
 //! The command-line and Helm values references are generated; after changing a flag or a value,
 //! regenerate them with `SERVERFIRST_BLESS=1 cargo test --locked --test docs` and commit them.
 
+mod common;
 #[path = "support/helm_values.rs"]
 mod helm_values;
 #[path = "support/markdown.rs"]
@@ -12,7 +13,7 @@ mod markdown;
 mod source_keys;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use clap::CommandFactory as _;
 use serde_json::Value;
@@ -316,21 +317,6 @@ fn markdown_files() -> Vec<PathBuf> {
     files
 }
 
-/// `path` with `.` and `..` resolved as text, as a browser resolves a relative link.
-fn normalise(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
-}
-
 /// Every broken relative link of the files, as `file:line: target: why`.
 fn broken_links(files: &[PathBuf]) -> Vec<String> {
     let pages: HashMap<PathBuf, markdown::Page> = files
@@ -352,7 +338,7 @@ fn broken_links(files: &[PathBuf]) -> Vec<String> {
             };
             let target = match path {
                 "" => file.clone(),
-                path => normalise(&file.parent().unwrap().join(path)),
+                path => common::normalize(&file.parent().unwrap().join(path)),
             };
             let why = if !target.exists() {
                 Some("no such file".to_string())
@@ -436,7 +422,7 @@ fn every_page_of_the_book_is_in_its_table_of_contents() {
     let linked: BTreeSet<PathBuf> = markdown::read(&summary)
         .links
         .iter()
-        .map(|link| normalise(&book_src().join(&link.target)))
+        .map(|link| common::normalize(&book_src().join(&link.target)))
         .collect();
     let orphans: Vec<PathBuf> = markdown_files()
         .into_iter()

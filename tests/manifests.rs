@@ -16,7 +16,7 @@ mod common;
 mod manifest_tools;
 
 use std::collections::BTreeSet;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use manifest_tools::*;
 use serde_json::{Value, json};
@@ -210,7 +210,7 @@ fn build_kustomization(dir: &Path, kustomization: &Value, mut objects: Vec<Value
         );
     }
     for resource in strings(&kustomization["resources"]) {
-        let resource = normalize(&dir.join(resource));
+        let resource = common::normalize(&dir.join(resource));
         if resource.is_dir() {
             objects = build(&resource, objects);
         } else {
@@ -218,7 +218,7 @@ fn build_kustomization(dir: &Path, kustomization: &Value, mut objects: Vec<Value
         }
     }
     for component in strings(&kustomization["components"]) {
-        let component = normalize(&dir.join(component));
+        let component = common::normalize(&dir.join(component));
         if component.starts_with(manifests_dir()) {
             objects = build(&component, objects);
         } else {
@@ -267,21 +267,6 @@ fn strings(list: &Value) -> impl Iterator<Item = &str> {
         .into_iter()
         .flatten()
         .map(|v| v.as_str().expect("a path"))
-}
-
-/// `a/b/../c` → `a/c`, without touching the file system (the target may not exist).
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------------

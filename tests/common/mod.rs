@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::io::Write as _;
+use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_serverfirst");
@@ -43,4 +44,20 @@ pub fn subcommand_options(subcommand: &str) -> Option<Vec<String>> {
         .map(str::to_string)
         .collect();
     (!options.is_empty()).then_some(options)
+}
+
+/// `a/b/../c` → `a/c`, resolved as text (as a browser resolves a relative link, or kustomize a
+/// relative resource), without touching the file system: the target may not exist.
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }

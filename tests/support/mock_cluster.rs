@@ -405,6 +405,20 @@ impl MockCluster {
         }
     }
 
+    /// Waits until `path` has been listed `count` times (a relist after the first list), at most
+    /// `within`.
+    pub async fn wait_for_lists(&self, path: &str, count: usize, within: Duration) {
+        self.wait_for(within, &format!("{count} lists of {path}"), |seen| {
+            (seen
+                .iter()
+                .filter(|s| s.is_list() && s.path() == path)
+                .count()
+                >= count)
+                .then_some(())
+        })
+        .await;
+    }
+
     /// The first write (not a GET) after `since`, waiting at most `within`.
     pub async fn write_after(&self, since: Instant, within: Duration) -> Seen {
         self.wait_for(within, "a write", |seen| {
